@@ -1,0 +1,29 @@
+# Two commands: `make run` (main job on the bundled data) and `make test`.
+# Both create .venv in the checkout and install the package with all its dependencies.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "walkforward needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/walkforward run configs/default.toml --out runs
+
+test: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python bench/walkforward.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,211 @@
+"""The ``walkforward`` command line: one subcommand per job (freqtrade style).
+
+Heavy imports (TensorFlow, vectorbt, matplotlib) happen inside the subcommand
+that needs them, so ``walkforward --help`` stays fast. Every
+:class:`~backtest.errors.WalkforwardError` becomes one line on stderr and exit
+status 2; nothing half-written is left behind.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from backtest.errors import WalkforwardError
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+# --- data --------------------------------------------------------------------------------
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from backtest.data.load import format_summary, load_source, summary
+
+    data = load_source(args.source, timeframe=args.timeframe, repair=args.repair, cache_dir=args.cache_dir)
+    print(format_summary(summary(data)))
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from backtest.config import DataConfig
+    from backtest.data.load import format_summary, load_data, summary
+
+    cfg = DataConfig(source="ccxt", exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe,
+                     start=args.since, end=args.until, repair=args.repair, cache_dir=args.cache_dir,
+                     base_url=args.base_url)
+    data = load_data(cfg, now=pd.Timestamp.now(tz="UTC"), progress=not args.no_progress)
+    print(format_summary(summary(data)))
+    return 0
+
+
+# --- run ---------------------------------------------------------------------------------
+def _load_cfg(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from backtest.config import load_config
+
+    return load_config(args.config, list(args.set or []))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    cfg = _load_cfg(args)
+    from backtest.pipeline import run_all
+
+    result = run_all(cfg, args.out, progress=not args.no_progress)
+    print(f"run directory: {result.run_dir}")
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from models import BASELINE_TYPES, MODEL_TYPES
+
+    for name in MODEL_TYPES:
+        print(f"{name}{'  (baseline)' if name in BASELINE_TYPES else ''}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reports.compare import compare_runs
+
+    path = compare_runs([Path(p) for p in args.run_dirs], Path(args.out))
+    print(f"comparison report: {path}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from backtest.sweep import run_sweep
+
+    path = run_sweep(args.config, args.grid or [], seeds=args.seeds, out=Path(args.out), overrides=list(args.set or []),
+                     progress=not args.no_progress)
+    print(f"comparison report: {path}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from backtest.predict import format_forecast, predict_next
+
+    print(format_forecast(predict_next(Path(args.run_dir), data_source=args.data, model=args.model)))
+    return 0
+
+
+def cmd_paper_run(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from backtest.paper.cli import paper_run
+
+    return paper_run(args)
+
+
+def cmd_paper_status(args: argparse.Namespace) -> int:
+    from backtest.paper.cli import paper_status
+
+    return paper_status(args)
+
+
+def cmd_paper_report(args: argparse.Namespace) -> int:
+    from backtest.paper.cli import paper_report
+
+    return paper_report(args)
+
+
+# --- parser ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="walkforward",
+        description="Walk-forward backtesting of crypto forecasters: every number out of sample, beside its baselines.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser("data", help="show or download market data").add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    show = data.add_parser("show", help="summarise a data source (default: the bundled BTC/USDT daily history)")
+    show.add_argument("source", nargs="?", default="bundled", help="bundled | PATH (CSV/Parquet) | ccxt:EXCHANGE:SYMBOL:TIMEFRAME (from the cache)")
+    show.add_argument("--timeframe", help="bar length of a file, e.g. 1d, 4h (default: inferred)")
+    show.add_argument("--repair", choices=["none", "ffill"], default="none", help="documented repair of gaps and bad prices (default: none = error)")
+    show.add_argument("--cache-dir", help="candle cache folder (default: the user's cache directory)")
+    show.set_defaults(func=cmd_data_show)
+
+    fetch = data.add_parser("fetch", help="download candles through ccxt into the local cache (incremental)")
+    fetch.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. binance")
+    fetch.add_argument("--symbol", required=True, help="market symbol, e.g. BTC/USDT")
+    fetch.add_argument("--timeframe", required=True, help="e.g. 1d, 4h, 1h")
+    fetch.add_argument("--since", help="first bar, ISO date (default 2017-01-01 when the cache is empty)")
+    fetch.add_argument("--until", help="stop before this bar, ISO date (default: now)")
+    fetch.add_argument("--repair", choices=["none", "ffill"], default="none")
+    fetch.add_argument("--cache-dir", help="candle cache folder (default: the user's cache directory)")
+    fetch.add_argument("--base-url", help="override the exchange's REST base URL (testnets, emulators)")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch.set_defaults(func=cmd_data_fetch)
+
+    def run_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", help="TOML config file")
+        sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)")
+        sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    run = sub.add_parser("run", help="walk-forward forecasts, signals, simulation, metrics and report")
+    run_opts(run)
+    run.add_argument("--out", default="runs", help="output folder; the run goes to OUT/<run.name> (default: runs)")
+    run.set_defaults(func=cmd_run)
+
+    models = sub.add_parser("models", help="list the registered forecaster types")
+    models.set_defaults(func=cmd_models)
+
+    cmp_ = sub.add_parser("compare", help="comparison report across run directories")
+    cmp_.add_argument("run_dirs", nargs="+", help="run directories")
+    cmp_.add_argument("--out", required=True, help="folder for compare.html")
+    cmp_.set_defaults(func=cmd_compare)
+
+    sweep = sub.add_parser("sweep", help="run a grid of configs (and seeds), then compare them")
+    run_opts(sweep)
+    sweep.add_argument("--grid", action="append", metavar="SECTION.KEY=V1,V2", help="values to try for a key (repeatable)")
+    sweep.add_argument("--seeds", type=int, default=None, help="run each grid point with seeds 0..N-1")
+    sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    sweep.set_defaults(func=cmd_sweep)
+
+    pred = sub.add_parser("predict", help="forecast the bar after the data's last closed bar with a run's newest model")
+    pred.add_argument("run_dir", help="a finished run directory")
+    pred.add_argument("--data", help="data source: bundled | PATH | ccxt:EXCHANGE:SYMBOL:TIMEFRAME (default: the run's own data)")
+    pred.add_argument("--model", help="model name (default: every model of the run)")
+    pred.set_defaults(func=cmd_predict)
+
+    paper = sub.add_parser("paper", help="paper trading on live ccxt data").add_subparsers(dest="paper_command", metavar="ACTION", required=True)
+    prun = paper.add_parser("run", help="process closed candles: retrain on schedule, predict, fill, record")
+    prun.add_argument("config", help="TOML config file")
+    prun.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    prun.add_argument("--once", action="store_true", help="one cycle, then exit (for cron)")
+    prun.add_argument("--new-account", action="store_true", help="start a new account if the config changed")
+    prun.set_defaults(func=cmd_paper_run)
+    pstat = paper.add_parser("status", help="positions, equity and PnL against buy-and-hold")
+    pstat.add_argument("config", help="TOML config file")
+    pstat.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    pstat.set_defaults(func=cmd_paper_status)
+    prep = paper.add_parser("report", help="HTML report of the paper account")
+    prep.add_argument("config", help="TOML config file")
+    prep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
+    prep.add_argument("--out", help="report path (default: next to the ledger)")
+    prep.set_defaults(func=cmd_paper_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, dispatch, map user errors to one line and exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except WalkforwardError as err:
+        print(f"walkforward: error: {err}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("walkforward: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

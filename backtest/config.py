@@ -1,0 +1,403 @@
+"""The run configuration: one TOML file, validated on load into typed objects.
+
+Validation runs in two stages (as freqtrade and scikit-learn do):
+
+1. the schema (pydantic): known keys only, types, ranges, defaults, and a
+   description for every key;
+2. cross-field checks that need the data, e.g. ``initial_train`` shorter than
+   the data (:func:`check_against_data`).
+
+Every failure is one :class:`~backtest.errors.ConfigError` line naming the key
+and what is allowed, with a "did you mean" for misspelled keys. Nothing is
+written before the config is valid.
+"""
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from backtest.errors import ConfigError
+
+FEATURE_INPUTS: tuple[str, ...] = (
+    "open", "high", "low", "close", "volume",  # levels (window-normalised when normalize = "window")
+    "log_return",  # ln(close[t] / close[t-1])
+    "rsi",  # 14-bar RSI of close, 0..100
+    "macd",  # MACD(12, 26) line divided by close (scale-free)
+    "macd_signal",  # 9-bar EMA of that line
+    "volatility",  # 20-bar rolling std of log returns
+)
+LEVEL_INPUTS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class DataConfig(_Section):
+    """``[data]``: where the candles come from."""
+
+    source: Literal["bundled", "file", "ccxt"] = Field("bundled", description="bundled dataset, a local file, or an exchange through ccxt")
+    path: str | None = Field(None, description="CSV or Parquet file, for source = 'file'")
+    exchange: str = Field("binance", description="ccxt exchange id, for source = 'ccxt'")
+    symbol: str = Field("BTC/USDT", description="market symbol, e.g. 'BTC/USDT'")
+    timeframe: str = Field("1d", description="bar length as a ccxt timeframe: 1m, 5m, 1h, 4h, 1d, 1w")
+    start: str | None = Field(None, description="first bar to use (inclusive), ISO date, UTC")
+    end: str | None = Field(None, description="last bar to use (exclusive), ISO date, UTC")
+    repair: Literal["none", "ffill"] = Field("none", description="documented repair of gaps/bad prices; 'none' = error")
+    cache_dir: str | None = Field(None, description="candle cache folder; default: the user's cache directory")
+    base_url: str | None = Field(None, description="override the exchange's REST base URL (testnets, emulators)")
+    timeout_ms: int = Field(30000, gt=0, description="exchange request timeout in milliseconds")
+    max_retries: int = Field(5, ge=0, description="retries on network errors, timeouts, 429 and 5xx")
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> "DataConfig":
+        if self.source == "file" and not self.path:
+            raise ValueError("data.path is required when data.source = 'file'")
+        return self
+
+
+class FeaturesConfig(_Section):
+    """``[features]``: the model inputs and target (all causal: row t uses bars <= t)."""
+
+    lookback: int = Field(30, ge=1, le=5000, description="bars per input window")
+    inputs: list[str] = Field(default_factory=lambda: ["close"], min_length=1, description=f"input columns, any of {', '.join(FEATURE_INPUTS)}")
+    normalize: Literal["window", "minmax", "standard", "none"] = Field(
+        "window", description="window = p/p[0]-1 per window (levels); minmax/standard = scaler fit on the fold's training rows only"
+    )
+    target: Literal["return", "close"] = Field("return", description="return = next-bar log return r[t+1]; close = next close level")
+    horizon: int = Field(1, ge=1, le=100, description="K bars ahead: the model outputs r[t+1..t+K]")
+
+    @field_validator("inputs")
+    @classmethod
+    def _known_inputs(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in FEATURE_INPUTS:
+                raise ValueError(f"unknown input {name!r}{_did_you_mean(name, FEATURE_INPUTS)}; allowed: {', '.join(FEATURE_INPUTS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("inputs are repeated")
+        return v
+
+
+class WalkForwardConfig(_Section):
+    """``[walkforward]``: the fold plan (in bars) and how folds are executed."""
+
+    initial_train: int = Field(1000, ge=10, description="bars of history before the first test bar")
+    step: int = Field(30, ge=1, description="bars per test block = retrain interval")
+    window: Literal["expanding", "rolling"] = Field("expanding", description="expanding: train on all past rows; rolling: the last train_length rows")
+    train_length: int | None = Field(None, ge=10, description="training rows for window = 'rolling'")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="chronological tail of the training rows used for early stopping")
+    warm_start: bool = Field(False, description="fold k starts from fold k-1's weights")
+    warm_start_epochs: int | None = Field(None, ge=1, description="epochs for warm-started folds (default: a third of epochs)")
+    executor: Literal["sequential", "process"] = Field("sequential", description="run folds in this process or in worker processes")
+    workers: int = Field(2, ge=1, le=256, description="worker processes for executor = 'process'")
+    max_folds: int | None = Field(None, ge=1, description="stop after this many folds (quick looks; the plan is otherwise unchanged)")
+
+    @model_validator(mode="after")
+    def _rolling_needs_length(self) -> "WalkForwardConfig":
+        if self.window == "rolling" and self.train_length is None:
+            raise ValueError("walkforward.train_length is required when walkforward.window = 'rolling'")
+        return self
+
+
+class ModelConfig(_Section):
+    """``[models.NAME]``: one forecaster. Keys a type does not use are ignored by it."""
+
+    type: str = Field(..., description="registered forecaster type (walkforward models lists them)")
+    units: int = Field(64, ge=1, le=4096, description="recurrent units (width w) or dense width")
+    layers: int = Field(1, ge=1, le=8, description="recurrent layers (stacked_lstm), conv layers (cnn: 2 or 3)")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="dropout after each recurrent/conv layer; default 0, bilstm 0.2")
+    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="recurrent dropout (not cuDNN-eligible when > 0)")
+    activation: str | None = Field(None, description="recurrent: tanh (default, cuDNN-eligible); cnn: relu (default) or leaky_relu")
+    leaky_alpha: float = Field(0.2, gt=0.0, lt=1.0, description="negative slope of LeakyReLU")
+    filters: int = Field(32, ge=1, description="Conv1D filters (cnn)")
+    kernel_size: int = Field(3, ge=1, description="Conv1D kernel size in bars (cnn)")
+    strides: int = Field(2, ge=1, description="Conv1D strides (cnn)")
+    kernel_l1: float = Field(0.0, ge=0.0)
+    kernel_l2: float = Field(0.0, ge=0.0)
+    bias_l1: float = Field(0.0, ge=0.0)
+    bias_l2: float = Field(0.0, ge=0.0)
+    recurrent_l1: float = Field(0.0, ge=0.0)
+    recurrent_l2: float = Field(0.0, ge=0.0)
+    activity_l1: float = Field(0.0, ge=0.0)
+    activity_l2: float = Field(0.0, ge=0.0)
+    optimizer: Literal["adam", "rmsprop", "sgd"] = Field("adam")
+    learning_rate: float = Field(1e-3, gt=0.0, lt=10.0)
+    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(50, ge=1, le=10000)
+    patience: int = Field(5, ge=0, description="early-stopping patience in epochs on validation loss; 0 = no early stopping")
+    alpha: float = Field(1.0, ge=0.0, description="ridge penalty (linear)")
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        from models import MODEL_TYPES  # light: the registry imports no Keras
+
+        if v not in MODEL_TYPES:
+            raise ValueError(f"unknown model type {v!r}{_did_you_mean(v, MODEL_TYPES)}; allowed: {', '.join(MODEL_TYPES)}")
+        return v
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        allowed = ("tanh", "relu", "leaky_relu", "sigmoid", "elu", "linear")
+        if v not in allowed:
+            raise ValueError(f"unknown activation {v!r}; allowed: {', '.join(allowed)}")
+        return v
+
+
+class StrategyConfig(_Section):
+    """``[strategies.NAME]``: turns forecasts into long/flat signals."""
+
+    type: str = Field(..., description="long_flat, ensemble, buy_and_hold, always_flat, sma_cross")
+    threshold: float | None = Field(None, description="long when forecast > threshold (log return); default: round-trip cost")
+    entry_threshold: float | None = Field(None, description="hysteresis: enter when forecast > this")
+    exit_threshold: float | None = Field(None, description="hysteresis: exit when forecast < this")
+    models: list[str] | None = Field(None, description="ensemble: models to combine; default all")
+    method: Literal["vote", "mean"] = Field("mean", description="ensemble: majority vote of signals, or mean forecast")
+    fast: int = Field(10, ge=1, description="sma_cross fast window in bars")
+    slow: int = Field(30, ge=2, description="sma_cross slow window in bars")
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        from strategies import STRATEGY_TYPES
+
+        if v not in STRATEGY_TYPES:
+            raise ValueError(f"unknown strategy type {v!r}{_did_you_mean(v, STRATEGY_TYPES)}; allowed: {', '.join(STRATEGY_TYPES)}")
+        return v
+
+
+class BacktestConfig(_Section):
+    """``[backtest]``: costs and capital of the simulation."""
+
+    fees: float = Field(0.001, ge=0.0, lt=1.0, description="fraction of order value per fill; 0.001 = 0.1%")
+    slippage: float = Field(0.0005, ge=0.0, lt=1.0, description="fraction of price lost per fill; 0.0005 = 0.05%")
+    init_cash: float = Field(10_000.0, gt=0.0, description="starting cash in the quote currency")
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="bootstrap resamples for the Sharpe-difference interval")
+
+
+class RunConfig(_Section):
+    """``[run]``: name and seeds."""
+
+    name: str = Field("default", min_length=1, description="run folder name under the output folder")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="one or many seeds; each seed's predictions are kept")
+    deterministic: bool = Field(True, description="deterministic ops (same config + seed = same forecasts)")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) else v
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError("run.name must be a plain folder name")
+        return v
+
+
+class PaperConfig(_Section):
+    """``[paper]``: the paper-trading account."""
+
+    account: str = Field("default", min_length=1, description="account name (one ledger per account)")
+    ledger: str | None = Field(None, description="SQLite ledger path; default: paper/<account>.sqlite")
+    model: str | None = Field(None, description="model to trade; default: the first model")
+    history: int | None = Field(None, ge=10, description="bars of history before the first paper bar; default initial_train")
+    delay_s: float = Field(10.0, ge=0.0, description="seconds after a candle closes before polling")
+    sandbox_orders: bool = Field(False, description="also send orders to the exchange's sandbox (never live)")
+
+
+class Config(_Section):
+    """The whole resolved configuration."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    walkforward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
+    models: dict[str, ModelConfig] = Field(default_factory=lambda: {"persistence": ModelConfig(type="persistence")})
+    strategies: dict[str, StrategyConfig] = Field(default_factory=lambda: {"long_flat": StrategyConfig(type="long_flat")})
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    paper: PaperConfig = Field(default_factory=PaperConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        if not self.models:
+            raise ValueError("models: at least one [models.NAME] section is required")
+        # Baselines are always reported beside models: add any the config left out.
+        if not any(m.type == "persistence" for m in self.models.values()):
+            self.models["persistence"] = ModelConfig(type="persistence")
+        for base in ("buy_and_hold", "always_flat", "sma_cross"):
+            if not any(s.type == base for s in self.strategies.values()):
+                self.strategies[base] = StrategyConfig(type=base)
+        for name, s in self.strategies.items():
+            if s.type == "ensemble" and s.models:
+                unknown = [m for m in s.models if m not in self.models]
+                if unknown:
+                    raise ValueError(f"strategies.{name}.models names unknown model(s) {', '.join(unknown)}; defined: {', '.join(self.models)}")
+            if s.type == "sma_cross" and s.fast >= s.slow:
+                raise ValueError(f"strategies.{name}.fast must be smaller than slow")
+        if self.paper.model is not None and self.paper.model not in self.models:
+            raise ValueError(f"paper.model {self.paper.model!r} is not a defined model; defined: {', '.join(self.models)}")
+        wf = self.walkforward
+        if wf.window == "rolling" and wf.train_length is not None and wf.train_length > wf.initial_train:
+            raise ValueError("walkforward.train_length must be <= walkforward.initial_train")
+        return self
+
+    def to_toml(self) -> str:
+        """The fully resolved config as TOML (every key, defaults included)."""
+        return _to_toml(self.model_dump(mode="json"))
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_SECTION_KEYS = {
+    "data": DataConfig, "features": FeaturesConfig, "walkforward": WalkForwardConfig, "backtest": BacktestConfig,
+    "run": RunConfig, "paper": PaperConfig, "models": ModelConfig, "strategies": StrategyConfig,
+}
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    loc = [str(x) for x in e["loc"]]
+    key = ".".join(loc)
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        model = _SECTION_KEYS.get(parent[0]) if parent else None
+        if parent and parent[0] in ("models", "strategies") and len(parent) == 2:
+            model = _SECTION_KEYS[parent[0]]
+        if len(parent) == 0:
+            allowed = list(_SECTION_KEYS)
+        elif model is not None and not (parent[0] in ("models", "strategies") and len(parent) == 1):
+            allowed = list(model.model_fields)
+        else:
+            allowed = []
+        hint = _did_you_mean(loc[-1], allowed)
+        return f"{source}: unknown key {key!r}{hint}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    if e["type"] == "literal_error":
+        return f"{source}: {key or 'config'}: {msg}, got {e.get('input')!r}"
+    if e["type"] == "missing":
+        return f"{source}: {key} is required"
+    if not key:
+        return f"{source}: {msg}"
+    return f"{source}: {key}: {msg} (got {e.get('input')!r})"
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate a raw (TOML-shaped) dict into a :class:`Config`, or raise one-line ConfigError."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse one ``--set section.key=value`` into a key path and a TOML value.
+
+    The value is read as TOML (``0.2``, ``true``, ``[1, 2]``, ``"x"``); anything
+    that is not valid TOML is taken as a bare string (``--set data.symbol=ETH/USDT``).
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, value = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if len(path) < 2:
+        raise ConfigError(f"--set {text!r}: the key must name a section and a key, e.g. walkforward.step=30")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return path, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``section.key=value`` set."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file is a one-line ConfigError."""
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot be read ({exc.strerror})") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config file (schema stage)."""
+    raw = apply_overrides(read_toml(path), overrides or [])
+    return parse_config(raw, str(path))
+
+
+def check_against_data(cfg: Config, n_bars: int) -> None:
+    """Cross-field checks that need the data length (stage 2). Raises ConfigError."""
+    wf, ft = cfg.walkforward, cfg.features
+    if wf.initial_train >= n_bars:
+        raise ConfigError(f"walkforward.initial_train = {wf.initial_train} is not shorter than the data ({n_bars} bars)")
+    warmup = ft.lookback + _indicator_warmup(ft.inputs) + ft.horizon + 1
+    if wf.initial_train <= warmup + 10:
+        raise ConfigError(
+            f"walkforward.initial_train = {wf.initial_train} leaves too few training rows after lookback ({ft.lookback}), "
+            f"indicator warm-up and horizon ({ft.horizon}); use at least {warmup + 11}"
+        )
+
+
+def _indicator_warmup(inputs: list[str]) -> int:
+    """Bars an input needs before its first defined value (MACD: 26 + 9, RSI 14, vol 20)."""
+    need = {"log_return": 1, "rsi": 14, "macd": 26, "macd_signal": 35, "volatility": 20}
+    return max([need.get(i, 0) for i in inputs] + [0])
+
+
+def _to_toml(obj: dict[str, Any]) -> str:
+    """Minimal TOML writer for the config's shape (tables of scalars/lists, two nesting levels)."""
+    lines: list[str] = []
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    def table(name: str, d: dict[str, Any]) -> None:
+        flat = {k: v for k, v in d.items() if not isinstance(v, dict) and v is not None}
+        nested = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if flat or not nested:
+            lines.append(f"[{name}]")
+            lines.extend(f"{k} = {scalar(v)}" for k, v in flat.items())
+            lines.append("")
+        for k, v in nested.items():
+            key = k if k.replace("_", "").replace("-", "").isalnum() else scalar(k)
+            table(f"{name}.{key}", v)
+
+    for section, body in obj.items():
+        table(section, body)
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""One entry point for every data source, returning a validated frame.
+
+``SOURCE`` strings understood by the CLI: ``bundled``, a file path (CSV or
+Parquet), or ``ccxt:EXCHANGE:SYMBOL:TIMEFRAME`` (read from the local cache,
+no network).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from backtest.config import DataConfig
+from backtest.data.files import read_ohlcv_file
+from backtest.data.frame import infer_timeframe, timeframe_delta
+from backtest.data.validate import ValidationReport, validate
+from backtest.errors import DataError
+
+BUNDLED_NAME = "BTC_USDT_1d.csv"
+BUNDLED_DESCRIPTION = "bundled Binance BTC/USDT 1d"
+
+
+def bundled_path() -> Path:
+    """Path of the bundled BTC/USDT daily CSV inside the installed package."""
+    return Path(str(resources.files("backtest.data.bundled").joinpath(BUNDLED_NAME)))
+
+
+@dataclass
+class LoadedData:
+    """A validated frame and what is known about it."""
+
+    bars: pd.DataFrame
+    timeframe: str
+    source: str  # human description
+    report: ValidationReport
+    sha256: str  # of the frame's canonical CSV bytes (what the run used)
+
+
+def frame_sha256(bars: pd.DataFrame) -> str:
+    """sha256 of the frame written as ccxt-style CSV (stable across sources and reruns)."""
+    return hashlib.sha256(bars.to_csv(float_format="%.10g").encode()).hexdigest()
+
+
+def _select(bars: pd.DataFrame, start: str | None, end: str | None, source: str) -> pd.DataFrame:
+    try:
+        lo = pd.Timestamp(start, tz="UTC") if start else None
+        hi = pd.Timestamp(end, tz="UTC") if end else None
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{source}: data.start/data.end is not a date ({exc})") from None
+    out = bars
+    if lo is not None:
+        out = out[out.index >= lo]
+    if hi is not None:
+        out = out[out.index < hi]
+    if out.empty:
+        raise DataError(f"{source}: no bars between {start or 'the start'} and {end or 'the end'}")
+    return out
+
+
+def load_data(cfg: DataConfig, *, now: pd.Timestamp | None = None, progress: bool = False, fetch: bool = True) -> LoadedData:
+    """Load, select ``[start, end)`` and validate the configured data.
+
+    ``source = "ccxt"`` with ``fetch=True`` updates the cache from the exchange
+    first (only bars after the last cached one are downloaded); ``fetch=False``
+    reads the cache only.
+    """
+    if cfg.source == "bundled":
+        raw = read_ohlcv_file(bundled_path())
+        source, timeframe = BUNDLED_DESCRIPTION, "1d"
+        if cfg.timeframe != "1d":
+            raise DataError(f"{source}: the bundled dataset is daily; set data.timeframe = '1d' (got {cfg.timeframe!r})")
+    elif cfg.source == "file":
+        raw = read_ohlcv_file(cfg.path or "")
+        source, timeframe = str(cfg.path), cfg.timeframe
+    else:
+        from backtest.data.cache import cache_path, default_cache_dir, read_cache
+
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+        source, timeframe = f"ccxt:{cfg.exchange}:{cfg.symbol}:{cfg.timeframe}", cfg.timeframe
+        if fetch:
+            from backtest.data.ccxt_source import update_cache
+
+            until = pd.Timestamp(cfg.end, tz="UTC") if cfg.end else None
+            since = pd.Timestamp(cfg.start, tz="UTC") if cfg.start else None
+            raw, _ = update_cache(
+                cfg.exchange, cfg.symbol, cfg.timeframe, cache_dir=cache_dir, since=since, until=until,
+                now=now if now is not None else pd.Timestamp.now(tz="UTC"), base_url=cfg.base_url,
+                timeout_ms=cfg.timeout_ms, max_retries=cfg.max_retries, progress=progress,
+            )
+        else:
+            raw = read_cache(cache_path(cache_dir, cfg.exchange, cfg.symbol, cfg.timeframe))
+            if raw is None:
+                raise DataError(f"{source}: not in the cache at {cache_dir}; run walkforward data fetch first")
+    bars = _select(raw, cfg.start, cfg.end, source)
+    timeframe_delta(timeframe)  # validates the timeframe string
+    bars, report = validate(bars, timeframe, source=source, repair=cfg.repair)
+    return LoadedData(bars, timeframe, source, report, frame_sha256(bars))
+
+
+def load_source(spec: str, *, timeframe: str | None = None, repair: str = "none", cache_dir: str | None = None) -> LoadedData:
+    """Load a CLI ``SOURCE`` string: ``bundled``, a file path, or ``ccxt:EXCHANGE:SYMBOL:TIMEFRAME`` (cache only)."""
+    if spec == "bundled":
+        return load_data(DataConfig(source="bundled", repair=repair))
+    if spec.startswith("ccxt:"):
+        parts = spec.split(":")
+        if len(parts) != 4:
+            raise DataError(f"{spec}: expected ccxt:EXCHANGE:SYMBOL:TIMEFRAME, e.g. ccxt:binance:BTC/USDT:1d")
+        _, exchange, symbol, tf = parts
+        return load_data(DataConfig(source="ccxt", exchange=exchange, symbol=symbol, timeframe=tf, repair=repair,
+                                    cache_dir=cache_dir), fetch=False)
+    if timeframe is None:
+        timeframe = infer_timeframe(read_ohlcv_file(spec).sort_index().index)
+    return load_data(DataConfig(source="file", path=spec, timeframe=timeframe, repair=repair))
+
+
+def summary(data: LoadedData) -> dict[str, object]:
+    """Rows, first and last bar, timeframe, gaps, min/max close: what ``data show`` prints."""
+    b = data.bars
+    return {
+        "source": data.source,
+        "rows": len(b),
+        "first_bar": b.index[0].isoformat(),
+        "last_bar": b.index[-1].isoformat(),
+        "timeframe": data.timeframe,
+        "gaps": data.report.repairs.get("missing bars filled", 0),
+        "min_close": float(b["close"].min()),
+        "max_close": float(b["close"].max()),
+        "repairs": data.report.describe(),
+    }
+
+
+def format_summary(s: dict[str, object]) -> str:
+    """``summary`` as aligned lines for the terminal."""
+    labels = {
+        "source": "source", "rows": "rows", "first_bar": "first bar (open, UTC)", "last_bar": "last bar (open, UTC)",
+        "timeframe": "timeframe", "gaps": "gaps (missing bars)", "min_close": "min close", "max_close": "max close",
+        "repairs": "validation",
+    }
+    width = max(len(v) for v in labels.values())
+    lines = []
+    for k, label in labels.items():
+        v = s[k]
+        lines.append(f"{label:<{width}}  {v:,.2f}" if isinstance(v, float) else f"{label:<{width}}  {v}")
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""``walkforward run``: forecasts, evaluation and report in one call (the Python API for notebooks too)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from backtest.atomic import write_json, write_text
+from backtest.config import Config
+from backtest.evaluate import Evaluation, evaluate
+from backtest.run import ForecastRun, run_forecasts
+
+
+@dataclass
+class RunResult:
+    """A finished run: its folder, forecasts, evaluation and report path."""
+
+    run_dir: Path
+    forecasts: ForecastRun
+    evaluation: Evaluation
+    report_path: Path
+
+    @property
+    def predictions(self) -> pd.DataFrame:
+        return self.forecasts.predictions
+
+
+def write_evaluation(run_dir: Path, ev: Evaluation) -> None:
+    """``metrics.json``, ``equity.csv`` (wide, quote currency at each bar's close) and ``trades.csv``."""
+    write_json(run_dir / "metrics.json", ev.metrics)
+    write_text(run_dir / "equity.csv", ev.equity.to_csv(float_format="%.6f"))
+    write_text(run_dir / "trades.csv", ev.trades.to_csv(index=False))
+
+
+def run_all(cfg: Config, out: str | Path = "runs", *, progress: bool = False) -> RunResult:
+    """Run or resume the forecasts, simulate every model x strategy, write metrics and the HTML report."""
+    fr = run_forecasts(cfg, out, progress=progress)
+    ev = evaluate(cfg, fr.predictions, fr.data.bars, fr.data.timeframe)
+    write_evaluation(fr.run_dir, ev)
+    from reports.html import write_report
+
+    report = write_report(fr.run_dir, ev.metrics, fr.predictions, fr.history, ev.equity)
+    return RunResult(fr.run_dir, fr, ev, Path(report))

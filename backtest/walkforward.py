@@ -1,0 +1,305 @@
+"""The walk-forward engine: fold plan, the fold task, and executors.
+
+Alignment (see DESIGN.md): bars are labelled by open time; decision row ``t``
+sees bars ``<= t`` and forecasts ``r[t+1..t+K]``. A fold that tests rows
+``[T, T+step)`` trains only on rows ``t <= T - 1 - K`` (a gap of ``K = horizon``
+rows, so every training target is known before ``T``), and the validation rows
+for early stopping are the chronological tail of those, again with a gap of
+``K`` rows after the rows the model is fit on. ``window = "expanding"`` trains
+on every earlier row; ``"rolling"`` on the last ``train_length`` rows.
+
+A fold is a pure, picklable task ``(config, bars up to the end of its test
+block, fold spec, seed) -> fold result on disk``: the task is *given* no bar
+after its test block, so it cannot read one. The sequential and process
+executors therefore give identical results; a distributed executor only has to
+ship the same task.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backtest.config import Config, FeaturesConfig, ModelConfig, WalkForwardConfig
+from backtest.errors import ConfigError
+from backtest.features import FoldTransform, feature_matrix, first_valid_row, target_returns
+
+
+@dataclass(frozen=True)
+class FoldSpec:
+    """Row positions (into the bar index) of one fold; ``stop`` is exclusive."""
+
+    k: int
+    train_start: int
+    train_stop: int  # rows the model is fit on: [train_start, train_stop)
+    val_start: int
+    val_stop: int  # validation rows: [val_start, val_stop); empty when val_fraction = 0
+    test_start: int
+    test_stop: int
+
+    @property
+    def n_train(self) -> int:
+        return self.train_stop - self.train_start
+
+
+def plan_folds(n_bars: int, first_row: int, wf: WalkForwardConfig, horizon: int) -> list[FoldSpec]:
+    """The fold plan, from the data length and the config alone.
+
+    ``first_row``: the first decision row with a full input window. Test rows
+    run from ``initial_train`` to the last row whose target is known
+    (``n_bars - 1 - horizon``), in blocks of ``step``.
+    """
+    last_row = n_bars - 1 - horizon  # last row whose r[t+1..t+K] is known
+    folds: list[FoldSpec] = []
+    T = wf.initial_train
+    k = 0
+    while T <= last_row:
+        test_stop = min(T + wf.step, last_row + 1)
+        end = T - horizon  # training rows t <= T - 1 - horizon  ->  stop = T - horizon
+        start = first_row if wf.window == "expanding" else max(first_row, end - int(wf.train_length or 0))
+        n = end - start
+        n_val = int(np.floor(n * wf.val_fraction))
+        if n_val > 0:
+            val_start, val_stop = end - n_val, end
+            fit_stop = val_start - horizon
+        else:
+            val_start = val_stop = fit_stop = end
+        if fit_stop - start < 10:
+            raise ConfigError(
+                f"walkforward.initial_train = {wf.initial_train}: fold {k} would train on {fit_stop - start} rows; "
+                f"it needs at least 10 after lookback, warm-up, horizon and validation"
+            )
+        folds.append(FoldSpec(k, start, fit_stop, val_start, val_stop, T, test_stop))
+        T = test_stop
+        k += 1
+        if wf.max_folds is not None and k >= wf.max_folds:
+            break
+    return folds
+
+
+@dataclass
+class FoldTask:
+    """Everything one fold needs: picklable, and blind to bars after its test block."""
+
+    model_name: str
+    model_cfg: ModelConfig
+    features: FeaturesConfig
+    fold: FoldSpec
+    n_folds: int
+    seed: int
+    bars: pd.DataFrame  # bars [0, fold.test_stop): nothing later
+    out_dir: Path  # folds/<model>/<k>/seed-<seed>
+    warm_from: Path | None = None  # previous fold's folder, for warm start
+    warm_epochs: int | None = None
+    deterministic: bool = True
+
+
+@dataclass
+class FoldResult:
+    """What a fold wrote: forecasts (one row per test bar) and the training history."""
+
+    task_key: tuple[str, int, int]
+    forecasts: pd.DataFrame
+    history: pd.DataFrame
+    seconds: float
+    skipped: bool = False
+    best_val_loss: float = float("nan")
+    train_rows: int = 0
+
+
+def fold_dir(run_dir: Path, model: str, k: int, seed: int) -> Path:
+    """``runs/<name>/folds/<model>/<k>/seed-<seed>``."""
+    return Path(run_dir) / "folds" / model / str(k) / f"seed-{seed}"
+
+
+def model_params(cfg: ModelConfig, features: FeaturesConfig, seed: int) -> dict[str, Any]:
+    """Hyper-parameters for the forecaster constructor (unset keys keep the type's default)."""
+    from models import get_forecaster_class
+
+    klass = get_forecaster_class(cfg.type)
+    raw = cfg.model_dump(exclude={"type"}, exclude_none=True)
+    params = {k: v for k, v in raw.items() if k in klass.param_names}
+    params.update(seed=seed, horizon=features.horizon)
+    if "deterministic" in klass.param_names:
+        params["deterministic"] = True
+    return params
+
+
+def _configure_backend(deterministic: bool) -> None:
+    """Deterministic TensorFlow ops when TF is the Keras backend (no effect on JAX/PyTorch)."""
+    if not deterministic:
+        return
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def run_fold(task: FoldTask) -> FoldResult:
+    """Train on the fold's training rows, predict its test rows, write the results atomically.
+
+    Written to ``task.out_dir``: ``forecasts.csv`` (timestamp, fold, y_pred_h1..hK as
+    predicted log returns r̂[t+1..t+K]), ``history.csv`` (epoch, loss, val_loss),
+    ``training_log.csv`` (Keras CSVLogger, networks only) and the model (``model/``).
+    If the folder already exists the fold is complete and is read back (resume).
+    """
+    key = (task.model_name, task.seed, task.fold.k)
+    if (task.out_dir / "forecasts.csv").exists():
+        return _read_fold(task, key)
+    t0 = time.perf_counter()
+    from models import make_forecaster
+
+    f, fc = task.fold, task.features
+    feats_df = feature_matrix(task.bars, fc.inputs)
+    feats = feats_df.to_numpy()
+    close = task.bars["close"].to_numpy()
+    y_all = target_returns(close, fc.horizon)  # rows >= test_start are NaN or unused: bars stop at test_stop
+    fit_rows = np.arange(f.train_start, f.train_stop)
+    val_rows = np.arange(f.val_start, f.val_stop)
+    test_rows = np.arange(f.test_start, f.test_stop)
+    tr = FoldTransform.fit(fc, feats, close, fit_rows, y_all[fit_rows], list(feats_df.columns))
+    model = make_forecaster(task.model_cfg.type, **model_params(task.model_cfg, fc, _fold_seed(task.seed, f.k)))
+    raw_space = model.target_space == "return"
+
+    def y_for(rows: np.ndarray) -> np.ndarray:
+        return y_all[rows] if raw_space else tr.encode_y(y_all[rows], close, rows)
+
+    fit_opts: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix=f".seed-{task.seed}.", dir=_mkdir(task.out_dir.parent)))
+    try:
+        if hasattr(model, "build"):
+            _configure_backend(task.deterministic)
+            fit_opts["log_csv"] = tmp / "training_log.csv"
+            if task.warm_from is not None:
+                from models.base import Forecaster
+
+                fit_opts["initial_weights"] = Forecaster.load(task.warm_from / "model").get_weights()
+                fit_opts["epochs"] = task.warm_epochs
+        model.fit(tr.transform_X(feats, fit_rows), y_for(fit_rows),
+                  tr.transform_X(feats, val_rows) if len(val_rows) else None,
+                  y_for(val_rows) if len(val_rows) else None, **fit_opts)
+        z = model.predict(tr.transform_X(feats, test_rows))
+        y_pred = z if raw_space else tr.decode_y(z, close, test_rows)
+        forecasts = pd.DataFrame({"timestamp": task.bars.index[test_rows], "fold": f.k})
+        for h in range(fc.horizon):
+            forecasts[f"y_pred_h{h + 1}"] = y_pred[:, h]
+        history = pd.DataFrame(model.history_, columns=["epoch", "loss", "val_loss"])
+        model.save(tmp / "model")
+        history.to_csv(tmp / "history.csv", index=False)
+        forecasts.to_csv(tmp / "forecasts.csv", index=False)
+        if task.out_dir.exists():  # a crashed earlier attempt left an incomplete folder
+            shutil.rmtree(task.out_dir)
+        os.replace(tmp, task.out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return FoldResult(key, forecasts, history, time.perf_counter() - t0, False,
+                      float(history["val_loss"].min()) if len(history) else float("nan"), len(fit_rows))
+
+
+def _fold_seed(seed: int, k: int) -> int:
+    """The seed a fold trains with: a function of the run seed and the fold only (not of execution order)."""
+    return (seed * 1_000_003 + k) % (2**31 - 1)
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _read_fold(task: FoldTask, key: tuple[str, int, int]) -> FoldResult:
+    forecasts = pd.read_csv(task.out_dir / "forecasts.csv")
+    forecasts["timestamp"] = pd.to_datetime(forecasts["timestamp"], utc=True)
+    history = pd.read_csv(task.out_dir / "history.csv")
+    best = float(history["val_loss"].min()) if len(history) else float("nan")
+    return FoldResult(key, forecasts, history, 0.0, True, best, task.fold.n_train)
+
+
+def run_chain(tasks: list[FoldTask]) -> list[FoldResult]:
+    """Run a (model, seed) chain of folds in order (needed for warm start)."""
+    return [run_fold(t) for t in tasks]
+
+
+@dataclass
+class Plan:
+    """All fold tasks of a run, grouped into independent chains."""
+
+    chains: list[list[FoldTask]] = field(default_factory=list)
+
+    @property
+    def n_tasks(self) -> int:
+        return sum(len(c) for c in self.chains)
+
+
+def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[FoldSpec], Plan]:
+    """Fold specs and tasks for every model x seed. Chains are per (model, seed) with warm start, else per fold."""
+    feats = feature_matrix(bars, cfg.features.inputs)
+    first = first_valid_row(feats, cfg.features.lookback)
+    folds = plan_folds(len(bars), first, cfg.walkforward, cfg.features.horizon)
+    if not folds:
+        raise ConfigError(
+            f"walkforward.initial_train = {cfg.walkforward.initial_train} leaves no test bar in {len(bars)} bars"
+        )
+    plan = Plan()
+    wf = cfg.walkforward
+    for name, mcfg in cfg.models.items():
+        for seed in cfg.run.seeds:
+            chain: list[FoldTask] = []
+            for f in folds:
+                warm = wf.warm_start and f.k > 0 and mcfg.type not in ("persistence", "mean", "linear")
+                chain.append(FoldTask(
+                    model_name=name, model_cfg=mcfg, features=cfg.features, fold=f, n_folds=len(folds), seed=seed,
+                    bars=bars.iloc[: f.test_stop], out_dir=fold_dir(run_dir, name, f.k, seed),
+                    warm_from=fold_dir(run_dir, name, f.k - 1, seed) if warm else None,
+                    warm_epochs=(wf.warm_start_epochs or max(1, mcfg.epochs // 3)) if warm else None,
+                    deterministic=cfg.run.deterministic,
+                ))
+            if wf.warm_start:
+                plan.chains.append(chain)
+            else:
+                plan.chains.extend([t] for t in chain)
+    return folds, plan
+
+
+def execute(plan: Plan, wf: WalkForwardConfig, on_result: Callable[[FoldResult], None] | None = None) -> list[FoldResult]:
+    """Run every chain with the configured executor; results in plan order."""
+    results: list[FoldResult] = []
+    if wf.executor == "sequential" or wf.workers == 1:
+        for chain in plan.chains:
+            for task in chain:
+                r = run_fold(task)
+                results.append(r)
+                if on_result:
+                    on_result(r)
+        return results
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=wf.workers, mp_context=mp.get_context("spawn")) as pool:
+        for chain_results in pool.map(run_chain, plan.chains):
+            for r in chain_results:
+                results.append(r)
+                if on_result:
+                    on_result(r)
+    return results
+
+
+def collect_forecasts(results: Iterable[FoldResult]) -> pd.DataFrame:
+    """All fold forecasts as one frame: timestamp, model, seed, fold, y_pred_h1..hK."""
+    parts = []
+    for r in results:
+        df = r.forecasts.copy()
+        df.insert(1, "model", r.task_key[0])
+        df.insert(2, "seed", r.task_key[1])
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)

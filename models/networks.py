@@ -1,0 +1,238 @@
+"""Keras 3 forecasters: LSTM, stacked LSTM, 3-layer bidirectional LSTM, GRU, 1-D CNN.
+
+Written with ``keras.layers`` only, so they run on TensorFlow (the default
+backend and the declared dependency) and unchanged on JAX or PyTorch
+(``KERAS_BACKEND=jax``). Recurrent layers keep the cuDNN-eligible settings
+(``tanh``/``sigmoid``, no recurrent dropout) unless the config asks otherwise.
+
+Every network maps a window ``(lookback, n_inputs)`` of bars ``t-lookback+1 .. t``
+to ``horizon`` outputs: the encoded targets of bars ``t+1 .. t+horizon``.
+Training minimises MSE with early stopping on the validation rows (the
+chronological tail of the fold's training rows) and keeps the best weights.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.base import Forecaster
+
+NETWORK_PARAMS: tuple[str, ...] = (
+    "units", "layers", "dropout", "recurrent_dropout", "activation", "leaky_alpha", "filters", "kernel_size",
+    "strides", "kernel_l1", "kernel_l2", "bias_l1", "bias_l2", "recurrent_l1", "recurrent_l2", "activity_l1",
+    "activity_l2", "optimizer", "learning_rate", "batch_size", "epochs", "patience", "lookback", "n_inputs",
+    "deterministic",
+)
+
+
+def _keras():  # imported lazily so the CLI and config validation stay fast
+    import keras
+
+    return keras
+
+
+class KerasForecaster(Forecaster):
+    """Shared training loop: compile, fit with EarlyStopping and CSVLogger, predict, save/load."""
+
+    param_names = NETWORK_PARAMS
+    default_dropout = 0.0
+
+    # --- hyper-parameter access with the documented defaults --------------------------
+    def p(self, name: str, default: Any) -> Any:
+        value = self.params.get(name)
+        return default if value is None else value
+
+    def _regularizers(self, recurrent: bool) -> dict[str, Any]:
+        keras = _keras()
+
+        def reg(prefix: str) -> Any:
+            l1, l2 = float(self.p(f"{prefix}_l1", 0.0)), float(self.p(f"{prefix}_l2", 0.0))
+            return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+
+        out = {"kernel_regularizer": reg("kernel"), "bias_regularizer": reg("bias"), "activity_regularizer": reg("activity")}
+        if recurrent:
+            out["recurrent_regularizer"] = reg("recurrent")
+        return out
+
+    def _activation(self) -> str:
+        """Recurrent activation by name (``leaky_relu`` here has Keras' fixed slope 0.2)."""
+        return str(self.p("activation", "tanh"))
+
+    def _dropout(self) -> float:
+        return float(self.p("dropout", self.default_dropout))
+
+    def _rnn(self, cls_name: str, units: int, return_sequences: bool) -> Any:
+        keras = _keras()
+        return getattr(keras.layers, cls_name)(
+            units,
+            activation=self._activation(),
+            recurrent_dropout=float(self.p("recurrent_dropout", 0.0)),
+            return_sequences=return_sequences,
+            **self._regularizers(recurrent=True),
+        )
+
+    def build(self, lookback: int, n_inputs: int) -> Any:
+        """A fresh, compiled ``keras.Model`` for windows of shape ``(lookback, n_inputs)``."""
+        keras = _keras()
+        inputs = keras.Input(shape=(lookback, n_inputs), name="window")
+        x = self._body(inputs)
+        outputs = keras.layers.Dense(self.horizon, name="forecast")(x)
+        model = keras.Model(inputs, outputs, name=self.type_name)
+        opt = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[
+            self.p("optimizer", "adam")
+        ](learning_rate=float(self.p("learning_rate", 1e-3)))
+        model.compile(optimizer=opt, loss="mse")
+        return model
+
+    def _body(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    # --- Forecaster hooks ---------------------------------------------------------------
+    def _fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        X_val: np.ndarray | None,
+        y_val: np.ndarray | None,
+        *,
+        log_csv: str | Path | None = None,
+        initial_weights: list[np.ndarray] | None = None,
+        epochs: int | None = None,
+        verbose: int = 0,
+    ) -> None:
+        keras = _keras()
+        keras.utils.set_random_seed(self.seed)
+        self.horizon = y.shape[1]
+        self.model_ = self.build(X.shape[1], X.shape[2])
+        if initial_weights is not None:
+            self.model_.set_weights(initial_weights)
+        callbacks: list[Any] = []
+        patience = int(self.p("patience", 5))
+        has_val = X_val is not None and len(X_val) > 0
+        if patience > 0 and has_val:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
+        if log_csv is not None:
+            callbacks.append(keras.callbacks.CSVLogger(os.fspath(log_csv)))
+        hist = self.model_.fit(
+            X, y,
+            validation_data=(X_val, y_val) if has_val else None,
+            epochs=int(epochs or self.p("epochs", 50)),
+            batch_size=int(self.p("batch_size", 64)),
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        h = hist.history
+        n = len(h.get("loss", []))
+        self._history = [
+            {"epoch": i, "loss": float(h["loss"][i]), "val_loss": float(h["val_loss"][i]) if "val_loss" in h else float("nan")}
+            for i in range(n)
+        ]
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        if len(X) == 0:
+            return np.zeros((0, self.horizon))
+        return np.asarray(self.model_.predict_on_batch(X))
+
+    def get_weights(self) -> list[np.ndarray]:
+        """The fitted weights (for warm-starting the next fold)."""
+        self._check_fitted()
+        return self.model_.get_weights()
+
+    def _save(self, folder: Path) -> None:
+        self.model_.save(folder / "model.keras")
+
+    def _load(self, folder: Path) -> None:
+        keras = _keras()
+        self.model_ = keras.saving.load_model(folder / "model.keras", compile=False, safe_mode=False)
+        self.horizon = int(self.model_.outputs[0].shape[-1])
+
+
+class LSTMForecaster(KerasForecaster):
+    """One LSTM layer of ``units``, dropout, a dense output of ``horizon`` values."""
+
+    type_name = "lstm"
+
+    def _body(self, x: Any) -> Any:
+        keras = _keras()
+        x = self._rnn("LSTM", int(self.p("units", 64)), return_sequences=False)(x)
+        return keras.layers.Dropout(self._dropout())(x) if self._dropout() else x
+
+
+class StackedLSTMForecaster(KerasForecaster):
+    """``layers`` (at least 2) LSTM layers of ``units``, each followed by dropout."""
+
+    type_name = "stacked_lstm"
+
+    def _body(self, x: Any) -> Any:
+        keras = _keras()
+        n = max(int(self.p("layers", 2)), 2)
+        for i in range(n):
+            x = self._rnn("LSTM", int(self.p("units", 64)), return_sequences=i < n - 1)(x)
+            if self._dropout():
+                x = keras.layers.Dropout(self._dropout())(x)
+        return x
+
+
+class BiLSTMForecaster(KerasForecaster):
+    """Three stacked bidirectional LSTM layers of widths w, 2w, w with dropout (default 0.2), as in the tutorials.
+
+    Bidirectional runs over the *past window only* (bars ``<= t``), so reading it
+    backwards sees no future bar.
+    """
+
+    type_name = "bilstm"
+    default_dropout = 0.2
+
+    def _body(self, x: Any) -> Any:
+        keras = _keras()
+        w = int(self.p("units", 64))
+        widths = (w, 2 * w, w)
+        for i, width in enumerate(widths):
+            x = keras.layers.Bidirectional(self._rnn("LSTM", width, return_sequences=i < len(widths) - 1))(x)
+            if self._dropout():
+                x = keras.layers.Dropout(self._dropout())(x)
+        return x
+
+
+class GRUForecaster(KerasForecaster):
+    """One GRU layer of ``units`` (``layers`` > 1 stacks them), dropout, dense output."""
+
+    type_name = "gru"
+
+    def _body(self, x: Any) -> Any:
+        keras = _keras()
+        n = int(self.p("layers", 1))
+        for i in range(n):
+            x = self._rnn("GRU", int(self.p("units", 64)), return_sequences=i < n - 1)(x)
+            if self._dropout():
+                x = keras.layers.Dropout(self._dropout())(x)
+        return x
+
+
+class CNNForecaster(KerasForecaster):
+    """2 to 3 strided ``Conv1D`` layers (ReLU or LeakyReLU), flatten, dense output.
+
+    ``activation`` defaults to ``relu`` here; ``leaky_relu`` uses ``leaky_alpha``.
+    """
+
+    type_name = "cnn"
+
+    def _body(self, x: Any) -> Any:
+        keras = _keras()
+        n = min(max(int(self.p("layers", 2)), 2), 3)
+        act = self.params.get("activation")
+        act = act if act in ("relu", "leaky_relu", "elu", "linear") else "relu"
+        for _ in range(n):
+            x = keras.layers.Conv1D(
+                int(self.p("filters", 32)), int(self.p("kernel_size", 3)), strides=int(self.p("strides", 2)),
+                padding="same", activation=None if act == "leaky_relu" else act, **self._regularizers(recurrent=False),
+            )(x)
+            if act == "leaky_relu":
+                x = keras.layers.LeakyReLU(negative_slope=float(self.p("leaky_alpha", 0.2)))(x)
+            if self._dropout():
+                x = keras.layers.Dropout(self._dropout())(x)
+        return keras.layers.Flatten()(x)
