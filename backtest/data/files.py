@@ -79,6 +79,9 @@ def normalise_columns(raw: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def _parse_times(col: pd.Series, source: str) -> pd.DatetimeIndex:
+    if pd.api.types.is_datetime64_any_dtype(col):
+        idx = pd.to_datetime(col, utc=True)
+        return pd.DatetimeIndex(idx, name="timestamp").as_unit("ns")
     numeric = pd.to_numeric(col, errors="coerce")
     try:
         if numeric.notna().all() and len(col) and (numeric > 10**11).all():
@@ -93,7 +96,7 @@ def _parse_times(col: pd.Series, source: str) -> pd.DatetimeIndex:
         raise DataError(
             f"{source}: unparseable timestamp {col.iloc[row]!r} at data row {row + 1} ({int(bad.sum())} rows)"
         )
-    return pd.DatetimeIndex(idx, name="timestamp")
+    return pd.DatetimeIndex(idx, name="timestamp").as_unit("ns")
 
 
 def _numeric(col: pd.Series, source: str, name: str, index: pd.DatetimeIndex) -> np.ndarray:

@@ -1,0 +1,183 @@
+"""The walk-forward engine: boundaries, leakage guard, resume, determinism, executors."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import backtest.walkforward as wfmod
+from backtest.config import parse_config
+from backtest.data.load import LoadedData, frame_sha256
+from backtest.data.validate import ValidationReport
+from backtest.errors import RunDirError
+from backtest.features import FoldTransform, feature_matrix, first_valid_row, target_returns
+from backtest.run import run_forecasts
+from backtest.walkforward import plan_folds
+from models import MODEL_TYPES
+
+TINY_NET = {"units": 4, "epochs": 2, "patience": 1, "batch_size": 64, "filters": 4}
+
+
+def tiny_cfg(models: dict, **sections) -> object:
+    raw = {"walkforward": {"initial_train": 200, "step": 40, "val_fraction": 0.1}, "features": {"lookback": 8},
+           "models": models, "strategies": {}, "run": {"name": "t"}}
+    for k, v in sections.items():
+        raw.setdefault(k, {}).update(v)
+    return parse_config(raw)
+
+
+def as_data(bars: pd.DataFrame) -> LoadedData:
+    return LoadedData(bars, "1d", "test slice", ValidationReport("test slice", len(bars)), frame_sha256(bars))
+
+
+# --- boundaries -----------------------------------------------------------------------------
+@pytest.mark.parametrize("window", ["expanding", "rolling"])
+@pytest.mark.parametrize("horizon", [1, 3])
+@pytest.mark.parametrize("val_fraction", [0.0, 0.2])
+def test_no_training_target_reaches_the_test_block(window: str, horizon: int, val_fraction: float) -> None:
+    cfg = tiny_cfg({"p": {"type": "persistence"}}, walkforward={"window": window, "train_length": 120, "val_fraction": val_fraction},
+                   features={"horizon": horizon})
+    folds = plan_folds(600, 12, cfg.walkforward, horizon)
+    assert folds[0].test_start == 200 and len(folds) == int(np.ceil((600 - 1 - horizon + 1 - 200) / 40))
+    for f in folds:
+        last_fit_target_bar = f.train_stop - 1 + horizon  # bar whose close the last fit target needs
+        assert last_fit_target_bar <= f.test_start - 1
+        if f.val_stop > f.val_start:
+            assert f.val_start - (f.train_stop - 1) > horizon  # gap between fit rows and validation rows
+            assert f.val_stop - 1 + horizon <= f.test_start - 1
+        if window == "rolling":
+            assert f.val_stop - f.train_start <= 120
+        assert f.test_stop <= 600 - horizon  # every test row's target is known
+    assert all(a.test_stop == b.test_start for a, b in zip(folds, folds[1:]))
+
+
+def test_targets_and_features_are_causal(btc: pd.DataFrame) -> None:
+    bars = btc.iloc[:300]
+    y = target_returns(bars["close"].to_numpy(), 2)
+    assert y[10, 0] == pytest.approx(np.log(bars["close"].iloc[11] / bars["close"].iloc[10]))
+    assert y[10, 1] == pytest.approx(np.log(bars["close"].iloc[12] / bars["close"].iloc[11]))
+    assert np.isnan(y[-1]).all() and np.isnan(y[-2, 1])
+    full = feature_matrix(bars, ["close", "log_return", "rsi", "macd", "macd_signal", "volatility"])
+    cut = feature_matrix(bars.iloc[:200], ["close", "log_return", "rsi", "macd", "macd_signal", "volatility"])
+    pd.testing.assert_frame_equal(full.iloc[:200], cut)
+
+
+# --- leakage guard ------------------------------------------------------------------------------
+def garbage_after(bars: pd.DataFrame, k: int, seed: int = 1) -> pd.DataFrame:
+    """Bars after position k replaced by random (valid-looking) prices with the same index."""
+    rng = np.random.default_rng(seed)
+    out = bars.copy()
+    n = len(bars) - k - 1
+    close = np.exp(rng.uniform(2, 12, n))
+    out.iloc[k + 1:, out.columns.get_loc("close")] = close
+    out.iloc[k + 1:, out.columns.get_loc("open")] = close * rng.uniform(0.5, 1.5, n)
+    out.iloc[k + 1:, out.columns.get_loc("high")] = np.maximum(close, out["open"].iloc[k + 1:]) * 1.1
+    out.iloc[k + 1:, out.columns.get_loc("low")] = np.minimum(close, out["open"].iloc[k + 1:]) * 0.9
+    out.iloc[k + 1:, out.columns.get_loc("volume")] = rng.uniform(1, 1e6, n)
+    return out
+
+
+def forecasts_before(cfg, bars: pd.DataFrame, k: int, tmp_path, tag: str) -> pd.DataFrame:
+    preds = run_forecasts(cfg, tmp_path / tag, data=as_data(bars)).predictions
+    return preds[preds["timestamp"] <= bars.index[k]][["timestamp", "model", "y_pred"]].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_leakage_guard_every_model(model_type: str, btc: pd.DataFrame, tmp_path) -> None:
+    bars = btc.iloc[:285]  # two folds: test blocks [200, 240) and [240, 283)
+    k = 260  # inside the second test block: that fold is given garbage in its own block after k
+    cfg = tiny_cfg({"m": {"type": model_type, **({} if model_type in ("persistence", "mean", "linear") else TINY_NET)}},
+                   features={"inputs": ["close", "volume", "rsi"], "normalize": "window"})
+    a = forecasts_before(cfg, bars, k, tmp_path, "real")
+    b = forecasts_before(cfg, garbage_after(bars, k), k, tmp_path, "garbage")
+    assert len(a) == k - 200 + 1  # forecasts for test bars 200..k
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_leakage_guard_catches_a_leaky_scaler(btc: pd.DataFrame, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A min-max scaler fit on every bar the fold was given (its test block included) leaks; the guard sees it."""
+    bars = btc.iloc[:330]
+    k = 260
+    cfg = tiny_cfg({"lin": {"type": "linear"}}, features={"normalize": "minmax"})
+    honest_a = forecasts_before(cfg, bars, k, tmp_path, "h1")
+    honest_b = forecasts_before(cfg, garbage_after(bars, k), k, tmp_path, "h2")
+    pd.testing.assert_frame_equal(honest_a, honest_b)
+
+    real_fit = FoldTransform.fit.__func__
+
+    def leaky_fit(cls, fcfg, feats, close, train_rows, y_train, columns):
+        everything = np.arange(fcfg.lookback - 1, len(feats))  # the whole series it can see, test bars too
+        return real_fit(cls, fcfg, feats, close, everything, y_train, columns)
+
+    monkeypatch.setattr(FoldTransform, "fit", classmethod(leaky_fit))
+    leaky_a = forecasts_before(cfg, bars, k, tmp_path, "l1")
+    leaky_b = forecasts_before(cfg, garbage_after(bars, k), k, tmp_path, "l2")
+    assert not np.allclose(leaky_a["y_pred"], leaky_b["y_pred"])
+
+
+# --- resume, determinism, executors ----------------------------------------------------------------
+def test_resume_after_interruption_equals_uninterrupted(btc: pd.DataFrame, tmp_path, monkeypatch) -> None:
+    bars = btc.iloc[:330]
+    cfg = tiny_cfg({"lstm": {"type": "lstm", **TINY_NET}, "lin": {"type": "linear"}}, walkforward={"warm_start": True})
+    full = run_forecasts(cfg, tmp_path / "a", data=as_data(bars))
+    real = wfmod.run_fold
+    calls = {"n": 0}
+
+    def dies_after_three(task):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("killed")
+        return real(task)
+
+    monkeypatch.setattr(wfmod, "run_fold", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
+    assert not (tmp_path / "b" / "t" / "predictions.csv").exists()
+    monkeypatch.setattr(wfmod, "run_fold", real)
+    resumed = run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
+    assert resumed.resumed
+    a = (tmp_path / "a" / "t" / "predictions.csv").read_text()
+    b = (tmp_path / "b" / "t" / "predictions.csv").read_text()
+    assert a == b and len(full.predictions) > 0
+
+
+def test_other_config_refuses_run_dir(btc: pd.DataFrame, tmp_path) -> None:
+    bars = btc.iloc[:330]
+    run_forecasts(tiny_cfg({"p": {"type": "persistence"}}), tmp_path, data=as_data(bars))
+    with pytest.raises(RunDirError, match="made by a different config or data"):
+        run_forecasts(tiny_cfg({"p": {"type": "persistence"}}, walkforward={"step": 30}), tmp_path, data=as_data(bars))
+
+
+def test_same_seed_identical_and_process_equals_sequential(btc: pd.DataFrame, tmp_path) -> None:
+    bars = btc.iloc[:330]
+    models = {"lstm": {"type": "lstm", **TINY_NET, "dropout": 0.1}, "lin": {"type": "linear"}}
+    seq1 = run_forecasts(tiny_cfg(models), tmp_path / "s1", data=as_data(bars)).predictions
+    seq2 = run_forecasts(tiny_cfg(models), tmp_path / "s2", data=as_data(bars)).predictions
+    pd.testing.assert_frame_equal(seq1, seq2)
+    proc = run_forecasts(tiny_cfg(models, walkforward={"executor": "process", "workers": 2}), tmp_path / "p",
+                         data=as_data(bars)).predictions
+    pd.testing.assert_frame_equal(seq1, proc)
+    other = run_forecasts(tiny_cfg(models, run={"seeds": [0, 1]}), tmp_path / "seeds", data=as_data(bars)).predictions
+    assert set(other["seed"]) == {0, 1}
+    s0 = other[other["seed"] == 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(s0, seq1)
+    s1 = other[(other["seed"] == 1) & (other["model"] == "lstm")]["y_pred"].to_numpy()
+    assert not np.allclose(s1, seq1[seq1["model"] == "lstm"]["y_pred"].to_numpy())
+
+
+def test_predictions_contract(btc: pd.DataFrame, tmp_path) -> None:
+    bars = btc.iloc[:330]
+    cfg = tiny_cfg({"lin": {"type": "linear"}}, features={"horizon": 3, "target": "close", "normalize": "minmax"})
+    preds = run_forecasts(cfg, tmp_path, data=as_data(bars)).predictions
+    assert list(preds.columns[:8]) == ["timestamp", "model", "seed", "fold", "y_true", "y_pred", "close", "pred_close"]
+    assert {"y_pred_h1", "y_pred_h2", "y_pred_h3"} <= set(preds.columns)
+    row = preds.iloc[5]
+    pos = bars.index.get_loc(row["timestamp"])
+    assert row["close"] == bars["close"].iloc[pos]
+    assert row["y_true"] == pytest.approx(np.log(bars["close"].iloc[pos + 1] / bars["close"].iloc[pos]))
+    assert row["pred_close"] == pytest.approx(row["close"] * np.exp(row["y_pred"]))
+    assert preds["timestamp"].max() <= bars.index[-1 - 3]
+    run_dir = tmp_path / "t"
+    for name in ("config.toml", "meta.json", "predictions.csv", "fingerprint.txt"):
+        assert (run_dir / name).exists()
+    assert (run_dir / "folds" / "lin" / "0" / "seed-0" / "model" / "forecaster.json").exists()
