@@ -17,6 +17,7 @@ ship the same task.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -146,13 +147,15 @@ def _configure_backend(deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def run_fold(task: FoldTask) -> FoldResult:
+def run_fold(task: FoldTask, trainer_cache: dict | None = None) -> FoldResult:
     """Train on the fold's training rows, predict its test rows, write the results atomically.
 
     Written to ``task.out_dir``: ``forecasts.csv`` (timestamp, fold, y_pred_h1..hK as
     predicted log returns r̂[t+1..t+K]), ``history.csv`` (epoch, loss, val_loss),
     ``training_log.csv`` (Keras CSVLogger, networks only) and the model (``model/``).
     If the folder already exists the fold is complete and is read back (resume).
+    ``trainer_cache`` is a speed-up only (compiled Keras trainers reused across folds); the
+    result is the same with or without it.
     """
     key = (task.model_name, task.seed, task.fold.k)
     if (task.out_dir / "forecasts.csv").exists():
@@ -181,6 +184,7 @@ def run_fold(task: FoldTask) -> FoldResult:
         if hasattr(model, "build"):
             _configure_backend(task.deterministic)
             fit_opts["log_csv"] = tmp / "training_log.csv"
+            fit_opts["trainer_cache"] = trainer_cache
             if task.warm_from is not None:
                 from models.base import Forecaster
 
@@ -196,6 +200,7 @@ def run_fold(task: FoldTask) -> FoldResult:
             forecasts[f"y_pred_h{h + 1}"] = y_pred[:, h]
         history = pd.DataFrame(model.history_, columns=["epoch", "loss", "val_loss"])
         model.save(tmp / "model")
+        (tmp / "transform.pkl").write_bytes(pickle.dumps(tr))  # to forecast the next bar later (walkforward predict)
         history.to_csv(tmp / "history.csv", index=False)
         forecasts.to_csv(tmp / "forecasts.csv", index=False)
         if task.out_dir.exists():  # a crashed earlier attempt left an incomplete folder
@@ -226,9 +231,10 @@ def _read_fold(task: FoldTask, key: tuple[str, int, int]) -> FoldResult:
     return FoldResult(key, forecasts, history, 0.0, True, best, task.fold.n_train)
 
 
-def run_chain(tasks: list[FoldTask]) -> list[FoldResult]:
-    """Run a (model, seed) chain of folds in order (needed for warm start)."""
-    return [run_fold(t) for t in tasks]
+def run_chain(tasks: list[FoldTask], trainer_cache: dict | None = None) -> list[FoldResult]:
+    """Run a (model, seed) chain of folds in order (needed for warm start), reusing compiled trainers."""
+    cache: dict = {} if trainer_cache is None else trainer_cache
+    return [run_fold(t, cache) for t in tasks]
 
 
 @dataclass
@@ -243,7 +249,7 @@ class Plan:
 
 
 def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[FoldSpec], Plan]:
-    """Fold specs and tasks for every model x seed. Chains are per (model, seed) with warm start, else per fold."""
+    """Fold specs and tasks for every model x seed, one chain per (model, seed)."""
     feats = feature_matrix(bars, cfg.features.inputs)
     first = first_valid_row(feats, cfg.features.lookback)
     folds = plan_folds(len(bars), first, cfg.walkforward, cfg.features.horizon)
@@ -265,10 +271,7 @@ def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[Fol
                     warm_epochs=(wf.warm_start_epochs or max(1, mcfg.epochs // 3)) if warm else None,
                     deterministic=cfg.run.deterministic,
                 ))
-            if wf.warm_start:
-                plan.chains.append(chain)
-            else:
-                plan.chains.extend([t] for t in chain)
+            plan.chains.append(chain)  # one chain per (model, seed): folds in order, parallel across chains
     return folds, plan
 
 
@@ -276,9 +279,10 @@ def execute(plan: Plan, wf: WalkForwardConfig, on_result: Callable[[FoldResult],
     """Run every chain with the configured executor; results in plan order."""
     results: list[FoldResult] = []
     if wf.executor == "sequential" or wf.workers == 1:
+        cache: dict = {}
         for chain in plan.chains:
             for task in chain:
-                r = run_fold(task)
+                r = run_fold(task, cache)
                 results.append(r)
                 if on_result:
                     on_result(r)

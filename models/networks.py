@@ -74,18 +74,41 @@ class KerasForecaster(Forecaster):
             **self._regularizers(recurrent=True),
         )
 
-    def build(self, lookback: int, n_inputs: int) -> Any:
-        """A fresh, compiled ``keras.Model`` for windows of shape ``(lookback, n_inputs)``."""
+    def build(self, lookback: int, n_inputs: int, *, compile: bool = True) -> Any:
+        """A fresh ``keras.Model`` for windows of shape ``(lookback, n_inputs)`` (compiled unless asked not to)."""
         keras = _keras()
         inputs = keras.Input(shape=(lookback, n_inputs), name="window")
         x = self._body(inputs)
         outputs = keras.layers.Dense(self.horizon, name="forecast")(x)
         model = keras.Model(inputs, outputs, name=self.type_name)
+        if compile:
+            self._compile(model)
+        return model
+
+    def _compile(self, model: Any) -> None:
+        keras = _keras()
         opt = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[
             self.p("optimizer", "adam")
         ](learning_rate=float(self.p("learning_rate", 1e-3)))
         model.compile(optimizer=opt, loss="mse")
-        return model
+
+    def _cache_key(self, lookback: int, n_inputs: int) -> tuple:
+        """What makes two compiled trainers interchangeable: type, architecture and optimizer, input shape."""
+        skip = {"seed", "epochs", "patience", "deterministic"}
+        return (self.type_name, lookback, n_inputs, self.horizon,
+                tuple(sorted((k, repr(v)) for k, v in self.params.items() if k not in skip)))
+
+    @staticmethod
+    def _reset_trainer(trainer: Any, fresh: Any) -> None:
+        """Give a cached, compiled trainer exactly the state of a fresh build: every variable
+        (weights and dropout seed-generator states) copied, optimizer slots and step counter zeroed."""
+        for dst, src in zip(trainer.variables, fresh.variables, strict=True):
+            dst.assign(src)
+        opt = trainer.optimizer
+        if getattr(opt, "built", False):
+            for v in opt.variables:
+                if not v.path.endswith("learning_rate"):
+                    v.assign(_keras().ops.zeros_like(v))
 
     def _body(self, x: Any) -> Any:
         raise NotImplementedError
@@ -102,13 +125,25 @@ class KerasForecaster(Forecaster):
         initial_weights: list[np.ndarray] | None = None,
         epochs: int | None = None,
         verbose: int = 0,
+        trainer_cache: dict[tuple, Any] | None = None,
     ) -> None:
+        """Train with early stopping; ``trainer_cache`` (optional, owned by the caller) reuses a compiled
+        trainer of the same architecture across folds to skip graph tracing. Results are identical with or
+        without it: the trainer is reset to the exact state of a fresh seeded build first."""
         keras = _keras()
         keras.utils.set_random_seed(self.seed)
         self.horizon = y.shape[1]
-        self.model_ = self.build(X.shape[1], X.shape[2])
+        fresh = self.build(X.shape[1], X.shape[2], compile=False)
         if initial_weights is not None:
-            self.model_.set_weights(initial_weights)
+            fresh.set_weights(initial_weights)
+        key = self._cache_key(X.shape[1], X.shape[2])
+        trainer = trainer_cache.get(key) if trainer_cache is not None else None
+        if trainer is None:
+            trainer = self.build(X.shape[1], X.shape[2], compile=False)
+            self._compile(trainer)
+            if trainer_cache is not None:
+                trainer_cache[key] = trainer
+        self._reset_trainer(trainer, fresh)
         callbacks: list[Any] = []
         patience = int(self.p("patience", 5))
         has_val = X_val is not None and len(X_val) > 0
@@ -116,7 +151,7 @@ class KerasForecaster(Forecaster):
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
         if log_csv is not None:
             callbacks.append(keras.callbacks.CSVLogger(os.fspath(log_csv)))
-        hist = self.model_.fit(
+        hist = trainer.fit(
             X, y,
             validation_data=(X_val, y_val) if has_val else None,
             epochs=int(epochs or self.p("epochs", 50)),
@@ -125,6 +160,8 @@ class KerasForecaster(Forecaster):
             callbacks=callbacks,
             verbose=verbose,
         )
+        fresh.set_weights(trainer.get_weights())  # the fitted model owns its weights; the trainer goes back to the cache
+        self.model_ = fresh
         h = hist.history
         n = len(h.get("loss", []))
         self._history = [
@@ -135,7 +172,7 @@ class KerasForecaster(Forecaster):
     def _predict(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.zeros((0, self.horizon))
-        return np.asarray(self.model_.predict_on_batch(X))
+        return np.asarray(self.model_(X, training=False))
 
     def get_weights(self) -> list[np.ndarray]:
         """The fitted weights (for warm-starting the next fold)."""

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from backtest.atomic import write_json, write_text
 from backtest.errors import RunDirError
-from reports.figures import BASELINES, _color, _date_axis, _message, _naive_utc
+from reports.figures import BASELINES, _color, _date_axis, _log_y, _message, _naive_utc, _quote
 from reports.html import (Cell, esc, figure_png, fmt_num, fmt_pct, html_table, img_tag, page, save_figures,
                           verdict_class)
 
@@ -184,7 +184,7 @@ def seed_samples(runs: list[RunData]) -> pd.DataFrame:
 
 def _per_seed(metrics: dict[str, Any], model: str, seed: str) -> dict[str, Any] | None:
     per_seed = ((metrics.get("models") or {}).get(model) or {}).get("per_seed") or {}
-    block = per_seed.get(str(seed)) or per_seed.get(int(seed)) if per_seed else None  # type: ignore[call-overload]
+    block = per_seed.get(str(seed)) or per_seed.get(int(seed))  # type: ignore[call-overload]
     return (block or {}).get("classification")
 
 
@@ -226,8 +226,8 @@ def equity_overlay(runs: list[RunData]) -> Figure:
         labels.append(f"buy_and_hold ({runs[0].name})")
     if not handles:
         return _message("no portfolios to plot", "Equity of the best portfolio of each run")
-    ax.set_yscale("log")
-    ax.set_ylabel("Equity [quote currency]")
+    _log_y(ax)
+    ax.set_ylabel(f"Equity [{_quote(runs[0].metrics)}]")
     ax.set_xlabel("Bar [UTC]")
     ax.grid(True, which="major", alpha=0.3)
     _date_axis(ax)
@@ -255,8 +255,7 @@ def seed_boxplots(samples: pd.DataFrame) -> Figure:
                 data.append(v)
                 pos.append(j)
         if data:
-            ax.boxplot(data, positions=pos, orientation="horizontal", widths=0.6, showfliers=False,
-                       medianprops={"color": "black"})
+            _hbox(ax, data, pos)
             rng = np.random.default_rng(0)
             for j, v in zip(pos, data):
                 ax.scatter(v, j + rng.uniform(-0.15, 0.15, v.size), s=10, color=_color(j), zorder=3)
@@ -270,6 +269,14 @@ def seed_boxplots(samples: pd.DataFrame) -> Figure:
     axes[0].set_ylim(len(configs) - 0.5, -0.5)
     fig.suptitle("Spread over seeds per configuration (box: quartiles, line: median, dots: seeds)")
     return fig
+
+
+def _hbox(ax: Any, data: list[np.ndarray], pos: list[int]) -> None:
+    kw = {"positions": pos, "widths": 0.6, "showfliers": False, "medianprops": {"color": "black"}}
+    try:
+        ax.boxplot(data, orientation="horizontal", **kw)  # matplotlib >= 3.10
+    except TypeError:
+        ax.boxplot(data, vert=False, **kw)
 
 
 # --------------------------------------------------------------------------- the page
@@ -327,7 +334,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
                   "last_test_bar": (r.metrics.get("run") or {}).get("last_test_bar")} for r in runs],
         "ranked_by": "sharpe",
         "ranked": _json_rows(table),
-        "seeds": samples.to_dict("records"),
+        "seeds": _json_rows(samples),
     })
 
     body = [
@@ -339,8 +346,9 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
         _ranked_html(table),
         "<h2>Equity</h2>",
         f'<figure>{img_tag(pngs["equity"], "equity overlay")}<figcaption>Equity of each run\'s best portfolio '
-        "(its first non-baseline row of the summary) and buy &amp; hold of the first run, log scale; signals "
-        "decided at the close of bar t are traded at the open of bar t+1.</figcaption></figure>",
+        "(its first non-baseline row of the summary; with several seeds that is the luckiest seed, an "
+        "optimistic pick: see the spread over seeds below) and buy &amp; hold of the first run, log scale; "
+        "signals decided at the close of bar t are traded at the open of bar t+1.</figcaption></figure>",
     ]
     if "seeds" in pngs:
         body += ["<h2>Spread over seeds</h2>",

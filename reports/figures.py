@@ -27,12 +27,12 @@ import matplotlib
 matplotlib.use("Agg")  # before anything touches pyplot; we never import pyplot ourselves
 
 import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 
 __all__ = [
     "FIGURE_NAMES",
@@ -68,9 +68,12 @@ _BASELINE_STYLE = {
 
 
 def _color(i: int) -> tuple[float, float, float, float]:
-    """The ``i``-th colour of tab20, cycling (20 distinct colours, then repeats)."""
-    cmap = matplotlib.colormaps["tab20"]
-    return cmap(i % 20)
+    """The ``i``-th series colour: tab20's ten dark shades first, then its ten light ones, cycling.
+
+    So up to ten series get clearly distinct colours and twenty stay distinguishable.
+    """
+    k = i % 20
+    return matplotlib.colormaps["tab20"](2 * k if k < 10 else 2 * (k - 10) + 1)
 
 
 def _naive_utc(values: Any) -> np.ndarray:
@@ -95,16 +98,72 @@ def _ncols(n: int) -> int:
     return 4
 
 
-def _grid(n: int, *, sharex: bool = True, sharey: bool | str = False, panel_h: float = _PANEL_H,
-          ncols: int | None = None) -> tuple[Figure, list[Axes]]:
-    """A figure with ``n`` panels in a grid; unused cells are hidden. Returns the first ``n`` axes."""
+def _grid(n: int, *, sharex: bool = True, sharey: bool = False, panel_h: float = _PANEL_H,
+          ncols: int | None = None, legend: bool = False, title_lines: int = 1, xlabels_each_row: bool = False,
+          width: float = _WIDTH, square: bool = False) -> tuple[Figure, list[Axes]]:
+    """A figure with ``n`` panels in a grid; unused cells are hidden. Returns the first ``n`` axes.
+
+    Margins and gaps are fixed in inches (room for the suptitle, panel titles,
+    tick labels, a figure-level x/y label and, with ``legend``, a legend on the
+    right) instead of a layout engine (``square``: panels as tall as wide): constrained layout costs seconds per
+    20-panel figure and the grid is regular anyway.
+    """
     ncols = ncols or _ncols(n)
     nrows = max(1, math.ceil(n / ncols))
-    fig = Figure(figsize=(_WIDTH, max(3.2, panel_h * nrows + 0.8)), layout="constrained")
-    axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False).ravel().tolist()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
+    left, right = 1.0, (2.0 if legend else 0.25)
+    top, bottom = 0.6 + 0.2 * title_lines, 0.8
+    row_gap = 0.1 + 0.22 * title_lines + (0.45 if (xlabels_each_row or not sharex) else 0.0)
+    col_gap = 0.3 if sharey else 0.75
+    axes_w = (width - left - right - (ncols - 1) * col_gap) / ncols
+    panel_h = axes_w if square else panel_h
+    height = top + bottom + nrows * panel_h + (nrows - 1) * row_gap
+    fig = Figure(figsize=(width, height))
+    grid = {"left": left / width, "right": 1 - right / width, "top": 1 - top / height, "bottom": bottom / height,
+            "hspace": row_gap / panel_h, "wspace": col_gap / axes_w}
+    cells = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False, gridspec_kw=grid)
+    for k, ax in enumerate(cells.ravel()):
+        if k >= n:
+            ax.set_visible(False)
+        elif sharex and k + ncols >= n:  # nothing visible below: this panel needs its own x tick labels
+            ax.xaxis.set_tick_params(which="both", labelbottom=True)
+            ax.xaxis.offsetText.set_visible(True)
+    return fig, cells.ravel().tolist()[:n]
+
+
+def _panel_title(ax: Axes, text: str, fontsize: str = "medium") -> None:
+    # an explicit y turns off matplotlib's automatic title placement, which measures every
+    # tick of the axes and costs about a second per 20-panel figure; our grids leave room for it
+    ax.set_title(text, fontsize=fontsize, y=1.0, pad=3)
+
+
+class _CompactLogFormatter(mticker.Formatter):
+    """Tick labels like 500, 2k, 10k, 1.5M; minor ticks (2 and 5) labelled only over <= 3 decades."""
+
+    def __init__(self, minor: bool) -> None:
+        self.minor = minor
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if self.minor and self.axis is not None:
+            lo, hi = self.axis.get_view_interval()
+            if lo <= 0 or hi / lo > 1e3:
+                return ""
+        return _compact(x)
+
+
+def _compact(x: float) -> str:
+    a = abs(x)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if a >= scale:
+            return f"{x / scale:g}{suffix}"
+    return f"{x:g}"
+
+
+def _log_y(ax: Axes) -> None:
+    """Log y axis, ticks at 1, 2 and 5 per decade with compact plain-number labels (2k, 10k, ...)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_CompactLogFormatter(minor=False))
+    ax.yaxis.set_minor_locator(mticker.LogLocator(base=10.0, subs=(2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(_CompactLogFormatter(minor=True))
 
 
 def _message(text: str, title: str) -> Figure:
@@ -133,7 +192,12 @@ def _legend_outside(fig: Figure, handles: list, labels: list[str], *, per_col: i
     if not handles:
         return
     ncol = max(1, math.ceil(len(labels) / per_col))
-    fig.legend(handles, labels, loc="outside right upper", ncol=ncol, fontsize="small", frameon=False)
+    kw = {"ncol": ncol, "fontsize": "small", "frameon": False}
+    if fig.get_layout_engine() is not None:
+        fig.legend(handles, labels, loc="outside right upper", **kw)
+    else:  # a _grid figure: the legend goes in the right margin it reserved
+        gs = fig.axes[0].get_gridspec()
+        fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(gs.right + 0.01, gs.top), **kw)
 
 
 def _is_baseline(label: str) -> bool:
@@ -156,65 +220,73 @@ def _clean_equity(equity: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- 1. price forecast
 
 
-def price_forecast(predictions: pd.DataFrame, *, quote: str = "quote") -> Figure:
+def price_forecast(predictions: pd.DataFrame, *, quote: str = "quote", zoom_bars: int = 120) -> Figure:
     """Actual and predicted next close per model, over the whole test span.
 
     For row ``t``: actual next close ``close[t] * exp(y_true)`` (= ``close[t+1]``)
     and predicted next close ``pred_close`` (= ``close[t] * exp(y_pred)``), both
-    plotted at ``t``, the bar whose close the forecast saw. One panel per model
-    when there are more than four models, one overlay otherwise; log price axis.
-    With several seeds the lowest seed is shown. ``quote`` names the price
-    currency in the axis label (e.g. ``"USDT"``).
+    plotted at ``t``, the bar whose close the forecast saw. Up to four models are
+    overlaid, with a second panel zoomed on the last ``zoom_bars`` forecasts
+    (at full span a one-bar-ahead forecast is hard to tell from the price); more
+    models get one panel each. Log price axis; with several seeds the lowest
+    seed is shown. ``quote`` names the price currency in the axis label.
     """
     if predictions.empty:
         return _message("no predictions", "Predicted vs actual next close")
-    preds = predictions.sort_values("timestamp")
-    models = _models(preds)
-    ylabel = f"Close [{quote}]"
-    overlay = len(models) <= _MAX_OVERLAY
-    if overlay:
-        fig = Figure(figsize=(_WIDTH, 4.8), layout="constrained")
-        axes = [fig.add_subplot()] * len(models)
-    else:
-        fig, axes = _grid(len(models), sharex=True, sharey=True)
-
-    handles: list = []
-    labels: list[str] = []
-    actual_drawn: set[int] = set()
-    for i, (model, ax) in enumerate(zip(models, axes)):
-        rows, seed = _first_seed(preds[preds["model"].astype(str) == model])
+    models = _models(predictions)
+    preds = predictions.sort_values("timestamp", kind="stable")
+    series = []  # (model, seed note, x, actual next close, predicted next close)
+    for model in models:
+        own = preds[preds["model"].astype(str) == model]
+        rows, seed = _first_seed(own)
         rows = rows.drop_duplicates("timestamp")
-        x = _naive_utc(rows["timestamp"])
         actual = rows["close"].to_numpy(float) * np.exp(rows["y_true"].to_numpy(float))
-        if id(ax) not in actual_drawn:  # the actual series once per axes (all models share it)
-            (h_act,) = ax.plot(x, actual, color="black", linewidth=0.8, label="actual next close", zorder=2)
-            actual_drawn.add(id(ax))
-            if not labels:
-                handles.append(h_act)
-                labels.append("actual next close")
-        (h,) = ax.plot(x, rows["pred_close"].to_numpy(float), color=_color(i), linewidth=0.7, alpha=0.9, zorder=3)
-        seed_note = f" (seed {seed})" if preds.loc[preds["model"].astype(str) == model, "seed"].nunique() > 1 else ""
-        if overlay:
-            handles.append(h)
-            labels.append(f"{model}: predicted{seed_note}")
-        else:
-            ax.set_title(f"{model}{seed_note}", fontsize="medium")
-        ax.set_yscale("log")
+        note = f" (seed {seed})" if own["seed"].nunique() > 1 else ""
+        series.append((model, note, _naive_utc(rows["timestamp"]), actual, rows["pred_close"].to_numpy(float)))
+    ylabel = f"Close [{quote}]"
+    xlabel = "Forecast time t = bar whose close the model saw [UTC]"
+    title = "Predicted vs actual next close (each plotted at its forecast time t)"
+
+    if len(models) <= _MAX_OVERLAY:
+        fig = Figure(figsize=(_WIDTH, 7.0), layout="constrained")
+        full, zoom = fig.subplots(2, 1, height_ratios=[3, 2])
+        longest = max(series, key=lambda s: len(s[2]))
+        handles, labels = [], []
+        for ax, last in ((full, None), (zoom, zoom_bars)):
+            sl = slice(-last, None) if last else slice(None)
+            (h_act,) = ax.plot(longest[2][sl], longest[3][sl], color="black", linewidth=0.6 if last else 0.5,
+                               zorder=4, marker="." if last else None, markersize=3)
+            for i, (model, note, x, _, pred) in enumerate(series):
+                # predicted drawn wider and under the thin black actual line, so it shows where they differ
+                (h,) = ax.plot(x[sl], pred[sl], color=_color(i), linewidth=1.2, alpha=0.85, zorder=3)
+                if last is None:
+                    handles.append(h)
+                    labels.append(f"{model}: predicted{note}")
+            _log_y(ax)
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="major", alpha=0.3)
+            _date_axis(ax)
+        full.set_title("whole test span", fontsize="medium")
+        zoom.set_title(f"last {min(zoom_bars, len(longest[2]))} forecasts", fontsize="medium")
+        zoom.set_xlabel(xlabel)
+        _legend_outside(fig, [h_act] + handles, ["actual next close"] + labels)
+        fig.suptitle(title)
+        return fig
+
+    fig, axes = _grid(len(models), sharex=True, sharey=True, legend=True)
+    for i, ((model, note, x, actual, pred), ax) in enumerate(zip(series, axes)):
+        (h_act,) = ax.plot(x, actual, color="black", linewidth=0.5, zorder=4)
+        ax.plot(x, pred, color=_color(i), linewidth=1.2, alpha=0.85, zorder=3)
+        _panel_title(ax, f"{model}{note}")
+        _log_y(ax)
         ax.grid(True, which="major", alpha=0.3)
         _date_axis(ax)
-    if overlay:
-        ax = axes[0]
-        ax.set_ylabel(ylabel)
-        ax.set_xlabel("Forecast time t = bar whose close the model saw [UTC]")
-        ax.legend(handles, labels, loc="upper left", fontsize="small", frameon=False)
-    else:
-        for ax in axes:
-            if ax.get_subplotspec().is_first_col():
-                ax.set_ylabel(ylabel)
-        _legend_outside(fig, [handles[0], Line2D([], [], color=_color(0), linewidth=0.8)],
-                        ["actual next close", "predicted next close\n(panel colour)"])
-        fig.supxlabel("Forecast time t = bar whose close the model saw [UTC]", fontsize="medium")
-    fig.suptitle("Predicted vs actual next close (each plotted at its forecast time t)")
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(ylabel)
+    _legend_outside(fig, [h_act, Line2D([], [], color=_color(0), linewidth=1.2)],
+                    ["actual next close", "predicted next close\n(panel colour)"])
+    fig.supxlabel(xlabel, fontsize="medium")
+    fig.suptitle(title)
     return fig
 
 
@@ -233,14 +305,14 @@ def pred_vs_actual(predictions: pd.DataFrame) -> Figure:
     if predictions.empty:
         return _message("no predictions", "Predicted vs actual next-bar change")
     models = _models(predictions)
-    fig, axes = _grid(len(models), sharex=False, sharey=False, panel_h=3.0)
+    fig, axes = _grid(len(models), sharex=False, sharey=False, panel_h=2.4)
     for i, (model, ax) in enumerate(zip(models, axes)):
         rows = predictions[predictions["model"].astype(str) == model]
         act = 100.0 * np.expm1(rows["y_true"].to_numpy(float))
         pred = 100.0 * np.expm1(rows["y_pred"].to_numpy(float))
         ok = np.isfinite(act) & np.isfinite(pred)
         act, pred = act[ok], pred[ok]
-        ax.set_title(model, fontsize="medium")
+        _panel_title(ax, model)
         ax.axhline(0.0, color="0.5", linewidth=0.6)
         ax.axvline(0.0, color="0.5", linewidth=0.6)
         if act.size == 0:
@@ -257,7 +329,7 @@ def pred_vs_actual(predictions: pd.DataFrame) -> Figure:
         outside = int(np.sum((act < xlo) | (act > xhi) | (pred < ylo) | (pred > yhi)))
         corr = np.corrcoef(act, pred)[0, 1] if act.size > 2 and np.std(act) > 0 and np.std(pred) > 0 else float("nan")
         hit = float(np.mean((act > 0) == (pred > 0)))
-        note = f"n={act.size}  corr={corr:.2f}  hit={100 * hit:.1f}%"
+        note = f"n={act.size}  corr={_fmt(corr)}  hit={100 * hit:.1f}%"
         if outside:
             note += f"\n{outside} outside view"
         ax.text(0.02, 0.98, note, ha="left", va="top", fontsize="x-small", transform=ax.transAxes,
@@ -279,65 +351,110 @@ def _robust_limits(values: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------- 3. training loss
 
 
-def training_loss(history: pd.DataFrame) -> Figure:
-    """Training and validation loss per epoch, folds laid end to end, one panel per model.
+def training_loss(history: pd.DataFrame, *, max_curve_folds: int = 8) -> Figure:
+    """Training and validation loss of every walk-forward fold, one panel per model.
 
-    x is the cumulative epoch over the folds (fold boundaries as faint vertical
-    lines); solid = training loss, dashed = validation loss, dots = each fold's
-    best (lowest) validation loss, i.e. the weights early stopping keeps. With
-    several seeds the lowest seed is shown. Models without a training history
-    (persistence, linear) have no rows and no panel.
+    With up to ``max_curve_folds`` folds per model the per-epoch curves are laid
+    end to end: x is the cumulative epoch (fold boundaries as faint vertical
+    lines), solid = training loss, dashed = validation loss, dots = each fold's
+    best (lowest) validation loss, the weights early stopping keeps. With more
+    folds the curves would be a saw-tooth, so each fold becomes one point in
+    time order instead: final training loss, best and final validation loss.
+    With several seeds the lowest seed is shown. Models without a training
+    history (persistence, linear) have no rows and no panel.
     """
     if history is None or history.empty or "loss" not in history:
         return _message("no trained models (no per-epoch history)", "Training and validation loss")
     hist = history.copy()
     hist["model"] = hist["model"].astype(str)
+    if "val_loss" not in hist:
+        hist["val_loss"] = np.nan
     models = list(dict.fromkeys(hist["model"]))
-    fig, axes = _grid(len(models), sharex=False, sharey=False)
-    h_train = h_val = h_best = None
+    curves = hist.groupby("model")["fold"].nunique().max() <= max_curve_folds
+    # one power of ten for the whole figure, named in the axis label, so ticks read 1.2 not 0.0012
+    finite_all = np.abs(hist[["loss", "val_loss"]].to_numpy(float))
+    finite_all = finite_all[np.isfinite(finite_all) & (finite_all > 0)]
+    power = int(np.floor(np.log10(np.median(finite_all)))) if finite_all.size else 0
+    power = power if power < -1 or power > 3 else 0
+    hist[["loss", "val_loss"]] = hist[["loss", "val_loss"]].astype(float) / 10.0 ** power
+    fig, axes = _grid(len(models), sharex=False, sharey=False, legend=True, title_lines=2)
+    legend: dict[str, Any] = {}
     for model, ax in zip(models, axes):
         rows, seed = _first_seed(hist[hist["model"] == model])
-        rows = rows.sort_values(["fold", "epoch"])
-        offset = 0
-        xs, train, val, best_x, best_y, bounds = [], [], [], [], [], []
-        for _, f in rows.groupby("fold", sort=True):
-            n = len(f)
-            x = np.arange(offset, offset + n)
-            xs.append(x)
-            train.append(f["loss"].to_numpy(float))
-            v = f["val_loss"].to_numpy(float) if "val_loss" in f else np.full(n, np.nan)
-            val.append(v)
-            if np.isfinite(v).any():
-                j = int(np.nanargmin(v))
-                best_x.append(x[j])
-                best_y.append(v[j])
-            bounds.append(offset)
-            offset += n
-        # NaN between folds breaks the line at each boundary
-        x_all = np.concatenate([np.append(x.astype(float), np.nan) for x in xs])
-        t_all = np.concatenate([np.append(t, np.nan) for t in train])
-        v_all = np.concatenate([np.append(v, np.nan) for v in val])
-        for b in bounds[1:]:
-            ax.axvline(b - 0.5, color="0.85", linewidth=0.5, zorder=1)
-        (h_train,) = ax.plot(x_all, t_all, color="tab:blue", linewidth=0.8, zorder=3)
-        if np.isfinite(v_all).any():
-            (h_val,) = ax.plot(x_all, v_all, color="tab:orange", linewidth=0.8, linestyle="--", zorder=3)
-            h_best = ax.scatter(best_x, best_y, s=10, color="tab:red", zorder=4)
-        positive = np.concatenate([t_all[np.isfinite(t_all)], v_all[np.isfinite(v_all)]])
-        if positive.size and (positive > 0).all():
-            ax.set_yscale("log")
+        rows = rows.sort_values(["fold", "epoch"], kind="stable")
+        fold_ids = rows["fold"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, fold_ids[1:] != fold_ids[:-1]])
+        loss, val = rows["loss"].to_numpy(float), rows["val_loss"].to_numpy(float)
+        folds = list(zip(np.split(loss, starts[1:]), np.split(val, starts[1:])))  # (loss, val_loss) per fold
+        values = np.concatenate([loss, val])
+        if curves:
+            _loss_curves(ax, folds, legend)
+        else:
+            _loss_per_fold(ax, folds, legend)
+        finite = values[np.isfinite(values)]
+        if finite.size and (finite > 0).all() and finite.max() / finite.min() > 20:
+            _log_y(ax)  # losses spanning decades (e.g. the first epochs of a fold)
+        else:
+            ax.yaxis.set_major_formatter(mticker.ScalarFormatter(useOffset=False))
+        epochs_to_best = [int(np.nanargmin(v)) + 1 for _, v in folds if np.isfinite(v).any()]
         seeds = hist.loc[hist["model"] == model, "seed"].nunique()
-        ax.set_title(f"{model}: {len(xs)} folds" + (f" (seed {seed})" if seeds > 1 else ""), fontsize="medium")
+        title = f"{model}: {len(folds)} folds" + (f", seed {seed}" if seeds > 1 else "")
+        if epochs_to_best:
+            title += f"\nmedian best epoch {np.median(epochs_to_best):g} of {np.median([len(t) for t, _ in folds]):g}"
+        _panel_title(ax, title, "small")
         ax.grid(True, alpha=0.3)
-    handles, labels = [h_train], ["training loss"]
-    if h_val is not None:
-        handles += [h_val, h_best]
-        labels += ["validation loss", "best validation loss of the fold"]
-    _legend_outside(fig, handles, labels)
-    fig.supxlabel("Epoch, cumulative over folds (vertical lines: fold boundaries)", fontsize="medium")
-    fig.supylabel("Loss [training objective, target units²]", fontsize="medium")
+    _legend_outside(fig, list(legend.values()), list(legend.keys()))
+    fig.supxlabel("Epoch, cumulative over folds (vertical lines: fold boundaries)" if curves
+                  else "Fold (walk-forward test block, in time order)", fontsize="medium")
+    scale = f" × 1e{power}" if power else ""
+    fig.supylabel(f"Loss [training objective{scale}, target units²]", fontsize="medium")
     fig.suptitle("Training and validation loss per fold")
     return fig
+
+
+def _loss_curves(ax: Axes, folds: list[tuple[np.ndarray, np.ndarray]], legend: dict[str, Any]) -> None:
+    offset = 0
+    xs, train, val, best_x, best_y, bounds = [], [], [], [], [], []
+    for t, v in folds:
+        x = np.arange(offset, offset + len(t), dtype=float)
+        xs.append(x)
+        train.append(t)
+        val.append(v)
+        if np.isfinite(v).any():
+            j = int(np.nanargmin(v))
+            best_x.append(x[j])
+            best_y.append(v[j])
+        bounds.append(offset)
+        offset += len(t)
+    # a NaN after each fold breaks the line at the boundary
+    x_all = np.concatenate([np.append(x, np.nan) for x in xs])
+    t_all = np.concatenate([np.append(t, np.nan) for t in train])
+    v_all = np.concatenate([np.append(v, np.nan) for v in val])
+    if len(bounds) > 1:
+        ax.vlines(np.asarray(bounds[1:]) - 0.5, 0, 1, transform=ax.get_xaxis_transform(),
+                  color="0.8", linewidth=0.6, zorder=1)
+    (legend["training loss"],) = ax.plot(x_all, t_all, color="tab:blue", linewidth=0.9, zorder=3)
+    if np.isfinite(v_all).any():
+        (legend["validation loss"],) = ax.plot(x_all, v_all, color="tab:orange", linewidth=0.9, linestyle="--",
+                                               zorder=3)
+        legend["best validation loss"] = ax.scatter(best_x, best_y, s=12, color="tab:red", zorder=4)
+
+
+def _loss_per_fold(ax: Axes, folds: list[tuple[np.ndarray, np.ndarray]], legend: dict[str, Any]) -> None:
+    x = np.arange(len(folds))
+    last_train = np.array([t[-1] for t, _ in folds])
+    vals = [v for _, v in folds]
+    best_val = np.array([np.nanmin(v) if np.isfinite(v).any() else np.nan for v in vals])
+    last_val = np.array([v[-1] for v in vals])
+    marker = "o" if len(folds) <= 60 else None
+    (legend["final training loss"],) = ax.plot(x, last_train, color="tab:blue", linewidth=0.9, marker=marker,
+                                               markersize=2.5)
+    if np.isfinite(best_val).any():
+        (legend["best validation loss"],) = ax.plot(x, best_val, color="tab:red", linewidth=0.9, marker=marker,
+                                                    markersize=2.5)
+        (legend["final validation loss"],) = ax.plot(x, last_val, color="tab:orange", linewidth=0.8,
+                                                     linestyle="--")
+    ax.xaxis.set_major_locator(mticker.MaxNLocator(integer=True, nbins=6))
 
 
 # --------------------------------------------------------------------------- 4./5. equity and drawdown
@@ -354,7 +471,7 @@ def equity_curves(equity: pd.DataFrame, *, quote: str = "quote") -> Figure:
         return _message("no equity curves", "Equity")
     eq = _clean_equity(equity).where(lambda d: d > 0)
     return _portfolio_figure(eq, ylabel=f"Equity [{quote}]", log=True,
-                             title="Equity of every portfolio (log scale; black: buy & hold)")
+                             title="Equity of every portfolio (log scale)")
 
 
 def drawdown(equity: pd.DataFrame) -> Figure:
@@ -386,27 +503,27 @@ def _portfolio_figure(frame: pd.DataFrame, *, ylabel: str, log: bool, title: str
             handles.append(h)
             names.append(col)
         if log:
-            ax.set_yscale("log")
+            _log_y(ax)
         ax.set_ylabel(ylabel)
         ax.set_xlabel("Bar [UTC]")
         ax.grid(True, which="major", alpha=0.3)
         _date_axis(ax)
         _legend_outside(fig, handles, names)
-        fig.suptitle(title)
+        fig.suptitle(title + ("; black: buy & hold" if "buy_and_hold" in labels else ""))
         return fig
 
     fig, axes = _grid(len(others), sharex=True, sharey=True)
     ref = "buy_and_hold" if "buy_and_hold" in labels else None
     for i, (col, ax) in enumerate(zip(others, axes)):
         if ref is not None:
-            ax.plot(x, frame[ref].to_numpy(float), color="black", linewidth=1.0, zorder=2)
+            ax.plot(x, frame[ref].to_numpy(float), color="black", linewidth=0.7, alpha=0.7, zorder=2)
         y = frame[col].to_numpy(float)
         ax.plot(x, y, color=_color(i), linewidth=0.8, zorder=3)
         if fill:
             ax.fill_between(x, y, 0.0, color=_color(i), alpha=0.25, linewidth=0, zorder=3)
-        ax.set_title(col, fontsize="small")
+        _panel_title(ax, col, "small")
         if log:
-            ax.set_yscale("log")
+            _log_y(ax)
         ax.grid(True, which="major", alpha=0.3)
         _date_axis(ax)
         if ax.get_subplotspec().is_first_col():
@@ -436,8 +553,8 @@ def confusion_matrices(metrics: Mapping[str, Any]) -> Figure:
     if not entries:
         return _message("no classification counts in metrics", "Direction confusion matrices")
     ncols = min(5, max(1, len(entries)))
-    fig, axes = _grid(len(entries), sharex=False, sharey=False, panel_h=2.7, ncols=ncols)
-    fig.set_size_inches(min(_WIDTH, 2.6 * ncols + 1.0), fig.get_size_inches()[1])
+    fig, axes = _grid(len(entries), sharex=False, sharey=False, square=True, ncols=ncols, title_lines=2,
+                      width=min(_WIDTH, 2.4 * ncols + 1.6))
     for (model, cls, note), ax in zip(entries, axes):
         tp, fp, tn, fn = (float(cls[k]) for k in ("tp", "fp", "tn", "fn"))
         mat = np.array([[tn, fp], [fn, tp]])
@@ -455,7 +572,7 @@ def confusion_matrices(metrics: Mapping[str, Any]) -> Figure:
         ax.set_xlabel("Predicted", fontsize="small")
         ax.set_ylabel("Actual", fontsize="small")
         f1 = cls.get("f1")
-        ax.set_title(f"{model}{note}\nF1={_fmt(f1)}  prec={_fmt(cls.get('precision'))}", fontsize="small")
+        _panel_title(ax, f"{model}{note}\nF1={_fmt(f1)}  prec={_fmt(cls.get('precision'))}", "small")
     fig.suptitle("Direction confusion matrices (count, share of forecasts)")
     return fig
 
@@ -506,24 +623,26 @@ def fold_score_table(predictions: pd.DataFrame) -> pd.DataFrame:
     cols = ["model", "fold", "start", "accuracy", "f1", "base_rate", "n"]
     if predictions.empty:
         return pd.DataFrame(columns=cols)
-    rows = []
-    for (model, seed, fold), g in predictions.groupby(["model", "seed", "fold"], sort=True):
-        ok = np.isfinite(g["y_true"].to_numpy(float)) & np.isfinite(g["y_pred"].to_numpy(float))
-        g = g[ok]
-        if g.empty:
-            continue
-        t = g["y_true"].to_numpy(float) > 0
-        p = g["y_pred"].to_numpy(float) > 0
-        rows.append({"model": str(model), "seed": seed, "fold": int(fold),
-                     "start": pd.to_datetime(g["timestamp"], utc=True).min(),
-                     "accuracy": accuracy_score(t, p), "f1": f1_score(t, p, zero_division=0),
-                     "base_rate": float(t.mean()), "n": len(g)})
-    if not rows:
+    p = predictions[["model", "seed", "fold", "timestamp", "y_true", "y_pred"]].copy()
+    p["model"] = p["model"].astype(str)
+    p["timestamp"] = pd.to_datetime(p["timestamp"], utc=True)
+    starts = p.groupby(["model", "fold"], sort=True)["timestamp"].min().rename("start")  # incl. rows without a forecast
+    p = p[np.isfinite(p["y_true"].to_numpy(float)) & np.isfinite(p["y_pred"].to_numpy(float))]
+    if p.empty:
         return pd.DataFrame(columns=cols)
-    per_seed = pd.DataFrame(rows)
-    out = per_seed.groupby(["model", "fold"], sort=True).agg(
-        start=("start", "min"), accuracy=("accuracy", "mean"), f1=("f1", "mean"),
-        base_rate=("base_rate", "mean"), n=("n", "max")).reset_index()
+    # the confusion counts of each (model, seed, fold) in one vectorised pass; the scores follow
+    # sklearn's definitions (accuracy_score; f1_score of the positive class with zero_division=0)
+    t = p["y_true"].to_numpy(float) > 0
+    q = p["y_pred"].to_numpy(float) > 0
+    p["tp"], p["fp"], p["fn"], p["hit"], p["up"] = t & q, ~t & q, t & ~q, t == q, t
+    g = p.groupby(["model", "seed", "fold"], sort=True).agg(
+        tp=("tp", "sum"), fp=("fp", "sum"), fn=("fn", "sum"),
+        accuracy=("hit", "mean"), base_rate=("up", "mean"), n=("hit", "size"))
+    denom = (2 * g["tp"] + g["fp"] + g["fn"]).to_numpy(float)
+    g["f1"] = np.divide(2 * g["tp"].to_numpy(float), denom, out=np.zeros(len(g)), where=denom > 0)
+    out = g.reset_index().groupby(["model", "fold"], sort=True).agg(
+        accuracy=("accuracy", "mean"), f1=("f1", "mean"), base_rate=("base_rate", "mean"), n=("n", "max"))
+    out = out.join(starts).reset_index()
     return out[cols].sort_values(["model", "start"]).reset_index(drop=True)
 
 
@@ -539,7 +658,7 @@ def fold_scores(predictions: pd.DataFrame) -> Figure:
         return _message("no predictions", "Accuracy and F1 per fold")
     models = list(dict.fromkeys(predictions["model"].astype(str)))
     models = [m for m in models if m in set(table["model"])]
-    fig, axes = _grid(len(models), sharex=True, sharey=True)
+    fig, axes = _grid(len(models), sharex=True, sharey=True, legend=True, title_lines=2)
     h = {}
     for model, ax in zip(models, axes):
         t = table[table["model"] == model]
@@ -550,7 +669,7 @@ def fold_scores(predictions: pd.DataFrame) -> Figure:
         (h["share of up bars"],) = ax.plot(x, t["base_rate"], color="0.5", linewidth=0.7, linestyle="--")
         ax.axhline(0.5, color="0.3", linewidth=0.6, linestyle=":")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{model}: mean acc {t['accuracy'].mean():.3f}, F1 {t['f1'].mean():.3f}", fontsize="small")
+        _panel_title(ax, f"{model}\nmean accuracy {t['accuracy'].mean():.3f}, F1 {t['f1'].mean():.3f}", "small")
         ax.grid(True, alpha=0.3)
         _date_axis(ax)
         if ax.get_subplotspec().is_first_col():

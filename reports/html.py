@@ -37,8 +37,9 @@ CAPTIONS: dict[str, str] = {
     "price_forecast": (
         "Predicted and actual next close over the whole out-of-sample span. Each forecast is plotted at its "
         "forecast time t, the bar whose close the model had seen: the predicted next close is "
-        "close[t]·exp(y_pred), the actual next close is close[t]·exp(y_true) = close[t+1]. "
-        "Log price axis; with several seeds the lowest seed is shown."
+        "close[t]·exp(y_pred), the actual next close is close[t]·exp(y_true) = close[t+1]. With up to four models "
+        "a second panel zooms on the last forecasts, where a one-bar-ahead forecast that merely trails the price "
+        "shows as a copy shifted one bar right. Log price axis; with several seeds the lowest seed is shown."
     ),
     "pred_vs_actual": (
         "Predicted against realised next-bar change, 100·(exp(log return) − 1) in %, every out-of-sample "
@@ -48,8 +49,9 @@ CAPTIONS: dict[str, str] = {
     ),
     "training_loss": (
         "Training (solid) and validation (dashed) loss per epoch of every walk-forward fold, folds laid end to "
-        "end; dots mark each fold's lowest validation loss (the weights early stopping keeps). Validation is the "
-        "chronological tail of the fold's training rows, before the test block."
+        "end; dots mark each fold's lowest validation loss (the weights early stopping keeps). With more than "
+        "eight folds each fold is one point in time order instead: final training loss, best and final "
+        "validation loss. Validation is the chronological tail of the fold's training rows, before the test block."
     ),
     "equity": (
         "Portfolio value after each bar, fees and slippage paid, log scale. Signals decided at the close of "
@@ -87,7 +89,7 @@ table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0 1rem 0}
 th,td{border:1px solid #ddd;padding:.2rem .45rem;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;position:sticky;top:0}td.l,th.l{text-align:left}
 tr:nth-child(even) td{background:#fafafa}tr.base td{background:#eef2f7;font-weight:600}
-td.good{color:#116b2e}td.bad{color:#9a1c1c}
+td.good{color:#116b2e}td.bad{color:#9a1c1c}td.sig{font-weight:700}
 .scroll{overflow-x:auto}figure{margin:1rem 0 2rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#444;max-width:1100px}.note{font-size:.85rem;color:#444}
 dl.run{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem;font-size:.9rem}dl.run dt{font-weight:600}
@@ -262,8 +264,8 @@ def _summary_table(metrics: Mapping[str, Any]) -> str:
         classes.append("base" if r.get("portfolio") == "buy_and_hold" or not r.get("model") else "")
     note = ('<p class="note">Best first. Returns and drawdowns in % of the starting value; "vs buy &amp; hold" is '
             "the difference in total return in percentage points; Sharpe and Sortino are annualised; exposure is "
-            "the share of bars in the market; precision / recall / F1 are of the traded 'up' signal. Shaded rows "
-            "are baselines.</p>")
+            "the share of bars in the market; precision / recall / F1 are of the model's 'up' calls (n/a for "
+            "baselines). Shaded rows are baselines.</p>")
     return html_table(headers, body, row_classes=classes, table_id="summary") + note
 
 
@@ -324,13 +326,14 @@ def _models_table(metrics: Mapping[str, Any]) -> str:
         for test in ("diebold_mariano", "pesaran_timmermann"):
             row.append(fmt_num(_get(vals, "significance", test, "statistic"), 2))
             p = _num(_get(vals, "significance", test, "p_value"))
-            row.append(Cell(fmt_p(p), "good" if p is not None and p < 0.05 else ""))
+            row.append(Cell(fmt_p(p), "sig" if p is not None and p < 0.05 else ""))
         body.append(row)
     note = ('<p class="note">Direction metrics treat "up" as next-bar log return &gt; 0; TP/FP/TN/FN are counts of '
             "forecasts (means over seeds when several). RMSE/MAE are of the next-bar log return; price errors are "
             "in the quote currency. MSE / persistence &lt; 1 means a lower squared error than the no-change "
             "forecast. DM: Diebold–Mariano test of equal squared error against persistence; PT: "
-            "Pesaran–Timmermann test of no directional skill; small p-values (green, &lt; 0.05) reject.</p>")
+            "Pesaran–Timmermann test of no directional skill; p-values below 0.05 (bold) reject the "
+            "null.</p>")
     return html_table(headers, body, table_id="models") + note
 
 

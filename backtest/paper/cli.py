@@ -1,0 +1,58 @@
+"""The ``walkforward paper run|status|report`` subcommands (called from :mod:`backtest.cli`).
+
+``args`` carries ``config``, ``set`` and, per subcommand, ``once``, ``new_account`` or ``out``.
+A :class:`~backtest.errors.WalkforwardError` during ``paper run`` is logged as one
+line (log file next to the ledger, and stderr) and gives exit status 2; errors
+before the ledger is known (a bad config) are left to the CLI's one-line handler.
+"""
+from __future__ import annotations
+
+import argparse
+
+from backtest.config import load_config
+from backtest.errors import WalkforwardError
+
+
+def paper_run(args: argparse.Namespace) -> int:
+    """One cycle (``--once``, for cron) or the loop until SIGINT/SIGTERM."""
+    from backtest.paper.engine import PaperTrader, run_loop, stop_on_signals
+    from backtest.paper.logs import configure_logging
+    from backtest.paper.paths import account_paths
+
+    cfg = load_config(args.config, list(getattr(args, "set", None) or []))
+    log = configure_logging(account_paths(cfg).log)
+    trader = PaperTrader(cfg, new_account=bool(getattr(args, "new_account", False)), logger=log)
+    if not getattr(args, "once", False):
+        return run_loop(trader)
+    with stop_on_signals(trader):
+        try:
+            result = trader.cycle()
+        except WalkforwardError as err:
+            log.error("%s", err)
+            return err.exit_status
+    print(result.summary())
+    return 0
+
+
+def paper_status(args: argparse.Namespace) -> int:
+    """Print the account's status (ledger only, no network)."""
+    from backtest.paper.status import status_text
+
+    cfg = load_config(args.config, list(getattr(args, "set", None) or []))
+    print(status_text(cfg), end="")
+    return 0
+
+
+def paper_report(args: argparse.Namespace) -> int:
+    """Write the HTML report (default ``<account folder>/report.html``) and print its path."""
+    from backtest.paper.logs import configure_logging
+    from backtest.paper.paths import account_paths
+    from backtest.paper.report import write_paper_report
+
+    cfg = load_config(args.config, list(getattr(args, "set", None) or []))
+    paths = account_paths(cfg)
+    if paths.ledger.exists():
+        configure_logging(paths.log)
+    path = write_paper_report(cfg, out=getattr(args, "out", None))
+    print(f"paper report: {path}")
+    return 0

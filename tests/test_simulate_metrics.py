@@ -1,0 +1,81 @@
+"""Simulation against hand-computed equity, metrics against hand-computed values, strategies."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backtest.config import BacktestConfig
+from backtest.metrics import classification, regression
+from backtest.simulate import execution_positions, simulate
+from strategies.signals import long_flat, round_trip_cost
+
+
+def bars_of(opens, closes) -> pd.DataFrame:
+    idx = pd.date_range("2024-01-01", periods=len(opens), freq="1D", tz="UTC", name="timestamp")
+    o, c = np.array(opens, float), np.array(closes, float)
+    return pd.DataFrame({"open": o, "high": np.maximum(o, c) + 1, "low": np.minimum(o, c) - 1, "close": c, "volume": 1.0}, index=idx)
+
+
+def test_equity_matches_hand_computation() -> None:
+    bars = bars_of([100, 101, 104, 103, 99, 98], [101, 103, 102, 100, 98, 97])
+    # decisions at the close of bars 0..4: long, long, flat, long, flat
+    sig = pd.DataFrame({"s": [True, True, False, True, False]}, index=bars.index[:5])
+    f, s, cash0 = 0.001, 0.0005, 1000.0
+    sim = simulate(sig, bars, BacktestConfig(fees=f, slippage=s, init_cash=cash0), "1d")
+    # by hand: buy at open[1]*(1+s) with all cash net of fees; sell at open[3]*(1-s); buy at open[4]; sell at open[5]
+    p_buy1 = 101 * (1 + s)
+    size1 = cash0 / (p_buy1 * (1 + f))
+    eq = [cash0]  # bar 0: nothing executed yet
+    eq.append(size1 * 103)  # bar 1 close
+    eq.append(size1 * 102)  # bar 2 close (the flat decision at bar 2 executes at bar 3's open)
+    cash = size1 * 103 * (1 - s) * (1 - f)  # sold at open[3]
+    eq.append(cash)
+    p_buy2 = 99 * (1 + s)
+    size2 = cash / (p_buy2 * (1 + f))
+    eq.append(size2 * 98)  # bar 4 close
+    cash = size2 * 98 * (1 - s) * (1 - f)  # sold at open[5]
+    eq.append(cash)
+    np.testing.assert_allclose(sim.equity["s"].to_numpy(), eq, rtol=1e-10)
+    assert sim.equity.index.equals(bars.index)
+
+
+def test_signals_are_shifted_exactly_one_bar() -> None:
+    bars = bars_of([1] * 5, [1] * 5)
+    sig = pd.DataFrame({"a": [True, False, True, True]}, index=bars.index[:4])
+    held = execution_positions(sig, bars)
+    assert held["a"].tolist() == [False, True, False, True, True]
+
+
+def test_round_trip_cost_and_long_flat_hysteresis() -> None:
+    assert round_trip_cost(0.001, 0.0005) == pytest.approx(0.0030, abs=2e-6)
+    fc = pd.Series([0.01, 0.004, 0.002, -0.001, 0.0005, 0.006])
+    assert long_flat(fc, 0.003).tolist() == [True, True, False, False, False, True]
+    # enter above 0.005, leave below 0.0: hold in between
+    assert long_flat(fc, 0.0, entry_threshold=0.005, exit_threshold=0.0).tolist() == [True, True, True, False, False, True]
+
+
+def test_classification_by_hand() -> None:
+    y = np.array([0.1, -0.2, 0.3, 0.05, -0.1, -0.3, 0.2, 0.0])  # up: 1,0,1,1,0,0,1,0 (0.0 is not up)
+    p = np.array([1, 1, 0, 1, 0, 1, 1, 0], bool)
+    m = classification(y, p)
+    # tp = 3 (idx 0,3,6), fp = 2 (idx 1,5), fn = 1 (idx 2), tn = 2 (idx 4,7)
+    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (3, 2, 1, 2)
+    assert m["precision"] == pytest.approx(3 / 5) and m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(2 * 0.6 * 0.75 / 1.35) and m["accuracy"] == pytest.approx(5 / 8)
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 2 / 4) / 2) and m["base_rate"] == 0.5
+    mcc = (3 * 2 - 2 * 1) / math.sqrt(5 * 4 * 4 * 3)
+    assert m["mcc"] == pytest.approx(mcc) and m["support"] == 8
+
+
+def test_regression_by_hand() -> None:
+    y = np.array([0.01, -0.02])
+    p = np.array([0.0, -0.01])
+    c = np.array([100.0, 200.0])
+    m = regression(y, p, c)
+    assert m["mse"] == pytest.approx((0.01**2 + 0.01**2) / 2) and m["mae"] == pytest.approx(0.01)
+    assert m["mse_ratio"] == pytest.approx(m["mse"] / ((0.01**2 + 0.02**2) / 2))
+    price_err = np.array([100 - 100 * math.exp(0.01), 200 * math.exp(-0.01) - 200 * math.exp(-0.02)])
+    assert m["price_mae"] == pytest.approx(np.abs(price_err).mean())
