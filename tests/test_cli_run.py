@@ -1,0 +1,136 @@
+"""`walkforward run`, `predict`, `compare`, `sweep` on tiny runs, and their errors."""
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from backtest.cli import main
+
+TINY = """
+[data]
+end = "2019-03-01"
+[features]
+lookback = 8
+[walkforward]
+initial_train = 400
+step = 60
+[models.lstm]
+type = "lstm"
+units = 4
+epochs = 2
+patience = 1
+[models.linear]
+type = "linear"
+[strategies.lf]
+type = "long_flat"
+[strategies.ens]
+type = "ensemble"
+method = "vote"
+[backtest]
+bootstrap_samples = 200
+[run]
+name = "tiny"
+"""
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "img":
+            self.srcs.append(dict(attrs).get("src", ""))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("cli")
+    conf = base / "tiny.toml"
+    conf.write_text(TINY)
+    assert main(["run", str(conf), "--out", str(base / "runs"), "--no-progress"]) == 0
+    return base / "runs" / "tiny"
+
+
+def test_run_writes_the_run_directory(tiny_run: Path, capsys) -> None:
+    for name in ("config.toml", "meta.json", "predictions.csv", "metrics.json", "trades.csv", "equity.csv", "report.html"):
+        assert (tiny_run / name).is_file(), name
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    labels = [r["portfolio"] for r in metrics["summary"]]
+    assert {"lstm/lf", "linear/lf", "persistence/lf", "ens", "buy_and_hold", "always_flat", "sma_cross"} <= set(labels)
+    sharpes = [r["sharpe"] if r["sharpe"] is not None else float("-inf") for r in metrics["summary"]]
+    assert sharpes == sorted(sharpes, reverse=True)
+    m = metrics["models"]["lstm"]["per_seed"]["0"]
+    assert set(m) == {"classification", "regression", "significance"}
+    assert {"diebold_mariano", "pesaran_timmermann"} <= set(m["significance"])
+    assert "sharpe_diff_vs_buy_and_hold" in metrics["portfolios"]["lstm/lf"]["significance"]
+    assert metrics["deflated_sharpe"]["n_trials"] == len([p for p in metrics["portfolios"].values() if p["model"]])
+    flat = metrics["portfolios"]["always_flat"]["portfolio"]
+    assert flat["total_return"] == 0 and flat["trades"] == 0
+    equity = pd.read_csv(tiny_run / "equity.csv", index_col=0)
+    preds = pd.read_csv(tiny_run / "predictions.csv")
+    assert len(equity) == preds["timestamp"].nunique() + 1  # decision bars plus the bar after the last
+    parser = _Images()
+    parser.feed((tiny_run / "report.html").read_text())
+    pngs = sorted(p.stem for p in (tiny_run / "figures").glob("*.png"))
+    assert len(parser.srcs) >= len(pngs) >= 7
+    assert all(s.startswith("data:image/png;base64,") for s in parser.srcs)
+    assert not re.search(r"(src|href)=\"https?://", (tiny_run / "report.html").read_text())
+
+
+def test_rerun_resumes_and_changing_costs_reuses_forecasts(tiny_run: Path, tmp_path) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text(TINY)
+    before = (tiny_run / "predictions.csv").read_text()
+    out = str(tiny_run.parent)
+    assert main(["run", str(conf), "--out", out, "--no-progress", "--set", "backtest.fees=0.002"]) == 0
+    assert (tiny_run / "predictions.csv").read_text() == before
+    assert json.loads((tiny_run / "meta.json").read_text())["resumed"] is True
+    assert json.loads((tiny_run / "metrics.json").read_text())["run"]["fees"] == 0.002
+    assert main(["run", str(conf), "--out", out, "--no-progress", "--set", "walkforward.step=30"]) == 2
+
+
+def test_predict_prints_next_bar(tiny_run: Path, capsys) -> None:
+    assert main(["predict", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert "last closed bar 2019-02-28" in out and "USDT" in out
+    for model in ("lstm", "linear", "persistence"):
+        assert re.search(rf"{model}\s+return [+-]\d+\.\d+%\s+close [\d,]+\.\d+ USDT\s+signal lf: (long|flat)", out)
+    assert main(["predict", str(tiny_run), "--data", "bundled", "--model", "linear"]) == 0
+    assert "last closed bar 2025-08-26" in capsys.readouterr().out
+
+
+def test_compare_and_missing_or_corrupt_run_dirs(tiny_run: Path, tmp_path, capsys) -> None:
+    assert main(["compare", str(tiny_run), str(tiny_run), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "compare.html").is_file()
+    assert main(["compare", str(tmp_path / "nope"), "--out", str(tmp_path / "c2")]) == 2
+    assert "nope" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.toml", "meta.json"):
+        (broken / name).write_text((tiny_run / name).read_text())
+    assert main(["predict", str(broken)]) == 2
+    assert "not a finished run (predictions.csv missing)" in capsys.readouterr().err
+    (broken / "predictions.csv").write_text("garbage\n1,2\n")
+    assert main(["predict", str(broken)]) == 2
+    assert "corrupt run directory" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "absent")]) == 2
+
+
+def test_sweep_runs_grid_with_seeds_then_compares(tmp_path, capsys) -> None:
+    conf = tmp_path / "s.toml"
+    conf.write_text(TINY.replace('[models.lstm]\ntype = "lstm"\nunits = 4\nepochs = 2\npatience = 1\n', ""))
+    assert main(["sweep", str(conf), "--grid", "models.linear.alpha=0.1,100", "--seeds", "2", "--out", str(tmp_path / "sw"),
+                 "--no-progress"]) == 0
+    runs = sorted(p.name for p in (tmp_path / "sw").iterdir() if p.name.startswith("tiny__"))
+    assert runs == ["tiny__linear.alpha=0.1", "tiny__linear.alpha=100"]
+    preds = pd.read_csv(tmp_path / "sw" / runs[0] / "predictions.csv")
+    assert set(preds["seed"]) == {0, 1}
+    assert (tmp_path / "sw" / "compare" / "compare.html").is_file()
+    assert main(["sweep", str(conf), "--grid", "models.linear.alpah=1", "--out", str(tmp_path / "sw2")]) == 2
+    assert "did you mean 'alpha'" in capsys.readouterr().err and not (tmp_path / "sw2").exists()
