@@ -104,7 +104,8 @@ def evaluate(cfg: Config, predictions: pd.DataFrame, bars: pd.DataFrame, timefra
     summary = _summary(portfolios, models, bh_label)
     metrics = {
         "run": {
-            "name": cfg.run.name, "timeframe": timeframe, "periods_per_year": ppy,
+            "name": cfg.run.name, "symbol": cfg.data.symbol, "quote": cfg.data.symbol.split("/")[-1].split(":")[0],
+            "timeframe": timeframe, "periods_per_year": ppy,
             "first_test_bar": signals.index[0].isoformat(), "last_test_bar": signals.index[-1].isoformat(),
             "test_bars": len(signals), "fees": cfg.backtest.fees, "slippage": cfg.backtest.slippage,
             "init_cash": cfg.backtest.init_cash, "seeds": cfg.run.seeds,
