@@ -207,7 +207,7 @@ class PaperConfig(_Section):
 
     account: str = Field("default", min_length=1, description="account name (one ledger per account)")
     ledger: str | None = Field(None, description="SQLite ledger path; default: paper/<account>.sqlite")
-    model: str | None = Field(None, description="model to trade; default: the first model")
+    model: str | None = Field(None, description="model to trade; default: every model of the config")
     history: int | None = Field(None, ge=10, description="bars of history before the first paper bar; default initial_train")
     delay_s: float = Field(10.0, ge=0.0, description="seconds after a candle closes before polling")
     sandbox_orders: bool = Field(False, description="also send orders to the exchange's sandbox (never live)")

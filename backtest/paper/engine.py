@@ -33,7 +33,10 @@ the ledger therefore equals ``walkforward run`` on the window's bars with
 ``initial_train = T0``: same folds, seeds, forecasts, signals and fills.
 
 Paper trading uses ``run.seeds[0]`` only, and trades every model of the config
-unless ``paper.model`` names one.
+unless ``paper.model`` names one (ensembles naming other models are then left
+out). Candles always come through ccxt (``data.exchange``, ``symbol``,
+``timeframe``, ``base_url``, ``cache_dir``), whatever ``data.source`` says;
+``data.end`` and ``walkforward.max_folds`` do not apply.
 """
 from __future__ import annotations
 
@@ -213,6 +216,10 @@ class PaperTrader:
                              cfg.paper.model, ", ".join(self.setup.dropped))
         if len(cfg.run.seeds) > 1:
             self.log.info("paper trading uses the first seed (%d) of run.seeds", self.setup.seed)
+        if cfg.data.end:
+            self.log.warning("data.end = %s is ignored: paper trading runs up to the newest closed candle", cfg.data.end)
+        if cfg.walkforward.max_folds is not None:
+            self.log.info("walkforward.max_folds is ignored: paper trading retrains every walkforward.step bars")
 
     # ----------------------------------------------------------------- cycle
     def cycle(self, now: pd.Timestamp | str | None = None) -> CycleResult:
@@ -603,7 +610,7 @@ def archive_account(paths: AccountPaths) -> Path:
     """Rename the ledger (and the account folder) aside with a UTC time stamp; return the new ledger path."""
     import sqlite3
 
-    stamp = utc_now().strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = _stamp()
     with contextlib.closing(sqlite3.connect(paths.ledger)) as conn:  # rolls back a hot journal, if any
         conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
     dest = paths.ledger.with_name(f"{paths.folder.name}.{stamp}.archived{paths.ledger.suffix}")
@@ -611,6 +618,11 @@ def archive_account(paths: AccountPaths) -> Path:
     if paths.folder.exists():
         os.replace(paths.folder, paths.folder.with_name(f"{paths.folder.name}.{stamp}.archived"))
     return dest
+
+
+def _stamp() -> str:
+    """Wall-clock UTC time stamp for archived file names."""
+    return pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _claim_folder(paths: AccountPaths, acct: Account, log: logging.Logger) -> None:
@@ -629,7 +641,7 @@ def _claim_folder(paths: AccountPaths, acct: Account, log: logging.Logger) -> No
         except (OSError, ValueError):
             same = False
         if not same:
-            stamp = utc_now().strftime("%Y%m%dT%H%M%S%fZ")
+            stamp = _stamp()
             dest = paths.folder.with_name(f"{paths.folder.name}.{stamp}.stale")
             os.replace(paths.folder, dest)
             log.warning("moved a stale account folder aside to %s", dest)

@@ -353,10 +353,11 @@ class Ledger:
     # ----------------------------------------------------------------- account
     def account(self) -> Account | None:
         """The account row, or None for a new ledger."""
-        row = self.conn.execute("SELECT * FROM account").fetchone()
+        cur = self.conn.execute("SELECT * FROM account")
+        row = cur.fetchone()
         if row is None:
             return None
-        d = dict(zip([c[0] for c in self.conn.execute("SELECT * FROM account").description], row))
+        d = dict(zip([c[0] for c in cur.description], row))
         return Account(
             account=d["account"], exchange=d["exchange"], symbol=d["symbol"], timeframe=d["timeframe"],
             portfolios=[Portfolio(**p) for p in json.loads(d["portfolios"])], models=json.loads(d["models"]),

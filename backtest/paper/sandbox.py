@@ -10,6 +10,14 @@ bar is processed) unless it can confirm the sandbox:
   host of the exchange's live API;
 * the API key and secret are set in the environment.
 
+Which orders: the decision of the first model portfolio (e.g. ``linear/long_flat``) at
+the newest closed bar, as a market order, sent *after* that bar's transaction has
+committed and recorded in ``sandbox_orders`` (so at most once: a crash between the
+commit and the send loses that sandbox order rather than duplicating it). The
+client order id is derived from the account and the bar, so an exchange that
+rejects duplicate ids rejects a repeat. The sandbox account is not reconciled
+with the paper ledger; the ledger's fills stay the paper fills.
+
 API keys come from the environment only -- :data:`KEY_ENV`, :data:`SECRET_ENV`
 (and :data:`PASSWORD_ENV` for exchanges that need one) -- and are never logged,
 printed, written to the ledger or put in a report: they are read here, handed to
@@ -90,15 +98,17 @@ def open_sandbox(data: DataConfig) -> Any:
     except Exception:  # noqa: BLE001 - ccxt raises NotSupported, or TypeError when urls['test'] is None
         raise ConfigError(f"{where}: the exchange has no sandbox (testnet) URL; refusing to send orders") from None
     api = exchange.urls.get("api")
-    if not _hosts(api, hostname) or not getattr(exchange, "isSandboxModeEnabled", False):
+    if not _hosts(api, hostname):
         raise ConfigError(f"{where}: the exchange has no sandbox (testnet) URL; refusing to send orders")
     if data.base_url:
         api = exchange.urls["api"] = override_base_url(api, data.base_url)
-    hosts = _hosts(api, hostname)
-    still_live = sorted(hosts & live)
+    still_live = sorted(_hosts(api, hostname) & live)
     if still_live:
         raise ConfigError(f"{where}: sandbox mode not confirmed: urls['api'] still point at the live host "
                           f"{still_live[0]}; refusing to send orders")
+    if not getattr(exchange, "isSandboxModeEnabled", False):
+        raise ConfigError(f"{where}: sandbox mode not confirmed (set_sandbox_mode did not take effect); "
+                          "refusing to send orders")
     exchange.apiKey = key
     exchange.secret = secret
     if os.environ.get(PASSWORD_ENV):
