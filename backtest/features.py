@@ -28,6 +28,7 @@ import pandas as pd
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from backtest.config import LEVEL_INPUTS, FeaturesConfig
+from backtest.errors import DataError
 
 
 def feature_matrix(bars: pd.DataFrame, inputs: list[str]) -> pd.DataFrame:
@@ -80,7 +81,7 @@ def first_valid_row(features: pd.DataFrame, lookback: int) -> int:
     first = int(np.argmax(valid))
     if not valid[first:].all():
         bad = first + int(np.argmin(valid[first:]))
-        raise ValueError(f"feature row {features.index[bad]} is undefined after warm-up")
+        raise DataError(f"input features are undefined at {features.index[bad].isoformat()}, after their warm-up")
     return first + lookback - 1
 
 

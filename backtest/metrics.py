@@ -94,11 +94,14 @@ def portfolio_stats(pf: Any, column: str, periods_per_year: float, positions: pd
     """
     col = pf[column]
     rets = col.returns()
-    acc = rets.vbt.returns(year_freq=pd.Timedelta(days=365) if periods_per_year == 365 else None)
+    # A crypto year is 365 days of 24/7 trading; the bar length comes from the portfolio's freq,
+    # so 1d bars annualise with 365 and 1h bars with 8,760. Never vectorbt's global default.
+    # The first simulation bar is the first decision bar: nothing has been executed yet, so its
+    # return (0) is left out, as in the bootstrap of the Sharpe difference.
+    year = pd.Timedelta(days=365)
+    acc = rets.iloc[1:].vbt.returns(freq=year / periods_per_year, year_freq=year)
     bars_per_day = periods_per_year / 365.0
-    n_bars = len(rets)
     total = float(col.total_return())
-    years = n_bars / periods_per_year
     trades = col.trades
     dd = col.drawdowns
     max_dd_dur = dd.max_duration() if dd.count() else pd.Timedelta(0)
@@ -108,9 +111,9 @@ def portfolio_stats(pf: Any, column: str, periods_per_year: float, positions: pd
         dur_days = float(max_dd_dur) / bars_per_day if max_dd_dur == max_dd_dur else 0.0
     return {
         "total_return": _f(total),
-        "cagr": _f((1 + total) ** (1 / years) - 1) if years > 0 and total > -1 else None,
-        "volatility": _f(rets.std(ddof=1) * math.sqrt(periods_per_year)),
-        "sharpe": _f(sig.sharpe_ratio(rets.to_numpy(), periods_per_year)),
+        "cagr": _f(acc.annualized()),
+        "volatility": _f(acc.annualized_volatility()),
+        "sharpe": _f(acc.sharpe_ratio()),
         "sortino": _f(acc.sortino_ratio()),
         "calmar": _f(acc.calmar_ratio()),
         "max_drawdown": _f(col.max_drawdown()),

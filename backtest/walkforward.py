@@ -251,6 +251,12 @@ class Plan:
 def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[FoldSpec], Plan]:
     """Fold specs and tasks for every model x seed, one chain per (model, seed)."""
     feats = feature_matrix(bars, cfg.features.inputs)
+    unknown = [c for c in feats.columns if feats[c].isna().all()]
+    if unknown:
+        raise ConfigError(
+            f"features.inputs: {', '.join(unknown)} is not available in this data (e.g. volume in a Date,Close file); "
+            f"remove it from features.inputs"
+        )
     first = first_valid_row(feats, cfg.features.lookback)
     folds = plan_folds(len(bars), first, cfg.walkforward, cfg.features.horizon)
     if not folds:

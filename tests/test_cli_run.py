@@ -134,3 +134,17 @@ def test_sweep_runs_grid_with_seeds_then_compares(tmp_path, capsys) -> None:
     assert (tmp_path / "sw" / "compare" / "compare.html").is_file()
     assert main(["sweep", str(conf), "--grid", "models.linear.alpah=1", "--out", str(tmp_path / "sw2")]) == 2
     assert "did you mean 'alpha'" in capsys.readouterr().err and not (tmp_path / "sw2").exists()
+
+
+def test_volume_input_on_a_close_only_file_is_one_line(tmp_path, capsys) -> None:
+    from backtest.data.load import bundled_path
+
+    b = pd.read_csv(bundled_path()).iloc[:600][["timestamp", "close"]]
+    b.columns = ["Date", "Close"]
+    b.to_csv(tmp_path / "close.csv", index=False)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[data]\nsource = "file"\npath = "{tmp_path / "close.csv"}"\n[features]\ninputs = ["close", "volume"]\n'
+                    '[walkforward]\ninitial_train = 300\n[models.l]\ntype = "linear"\n')
+    assert main(["run", str(conf), "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    assert "volume is not available in this data" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -79,3 +79,21 @@ def test_regression_by_hand() -> None:
     assert m["mse_ratio"] == pytest.approx(m["mse"] / ((0.01**2 + 0.02**2) / 2))
     price_err = np.array([100 - 100 * math.exp(0.01), 200 * math.exp(-0.01) - 200 * math.exp(-0.02)])
     assert m["price_mae"] == pytest.approx(np.abs(price_err).mean())
+
+
+@pytest.mark.parametrize("timeframe,per_year", [("1d", 365), ("1h", 8760)])
+def test_portfolio_stats_annualise_from_the_timeframe(timeframe: str, per_year: int) -> None:
+    from backtest.metrics import portfolio_stats
+
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 400)))
+    idx = pd.date_range("2024-01-01", periods=400, freq=pd.Timedelta(timeframe), tz="UTC", name="timestamp")
+    bars = pd.DataFrame({"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1.0}, index=idx)
+    sig = pd.DataFrame({"bh": True}, index=idx[:-1])
+    sim = simulate(sig, bars, BacktestConfig(), timeframe)
+    st = portfolio_stats(sim.portfolio, "bh", float(per_year), sim.positions["bh"].iloc[1:])
+    r = sim.equity["bh"].pct_change().dropna().to_numpy()
+    assert st["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(per_year), rel=1e-9)
+    assert st["volatility"] == pytest.approx(r.std(ddof=1) * math.sqrt(per_year), rel=1e-9)
+    years = len(r) / per_year  # bars after the first, each one bar long
+    assert st["cagr"] == pytest.approx((1 + st["total_return"]) ** (1 / years) - 1, rel=1e-6)
