@@ -147,19 +147,53 @@ def _configure_backend(deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def run_fold(task: FoldTask, trainer_cache: dict | None = None) -> FoldResult:
-    """Train on the fold's training rows, predict its test rows, write the results atomically.
+@dataclass
+class PreparedFold:
+    """A fold's model inputs, fit on its training rows only: what any trainer (single or grouped) needs.
 
-    Written to ``task.out_dir``: ``forecasts.csv`` (timestamp, fold, y_pred_h1..hK as
-    predicted log returns r̂[t+1..t+K]), ``history.csv`` (epoch, loss, val_loss),
-    ``training_log.csv`` (Keras CSVLogger, networks only) and the model (``model/``).
-    If the folder already exists the fold is complete and is read back (resume).
-    ``trainer_cache`` is a speed-up only (compiled Keras trainers reused across folds); the
-    result is the same with or without it.
+    ``X_*`` are windows ``(n, lookback, n_inputs)`` (float32) of decision rows; ``y_*`` the targets in the
+    model's space (``(n, horizon)``): raw log returns ``r[t+1..t+K]`` for return-space baselines, encoded
+    by ``transform`` otherwise. ``model`` is a fresh, unfitted forecaster seeded for this fold.
     """
-    key = (task.model_name, task.seed, task.fold.k)
-    if (task.out_dir / "forecasts.csv").exists():
-        return _read_fold(task, key)
+
+    task: FoldTask
+    transform: FoldTransform
+    model: Any
+    X_fit: np.ndarray
+    y_fit: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
+    X_test: np.ndarray
+    test_rows: np.ndarray
+    close: np.ndarray
+    started: float
+
+    @property
+    def raw_space(self) -> bool:
+        return self.model.target_space == "return"
+
+
+@dataclass
+class FoldOutput:
+    """A computed fold as data, before anything is written: ``files`` maps paths relative to the fold
+    folder (``forecasts.csv``, ``history.csv``, ``transform.pkl``, ``training_log.csv``, ``model/...``) to
+    their bytes. Workers without the run directory return this; the driver writes it with :func:`write_fold`.
+    """
+
+    task_key: tuple[str, int, int]
+    forecasts: pd.DataFrame
+    history: pd.DataFrame
+    files: dict[str, bytes]
+    seconds: float
+    train_rows: int
+
+    def result(self) -> "FoldResult":
+        best = float(self.history["val_loss"].min()) if len(self.history) else float("nan")
+        return FoldResult(self.task_key, self.forecasts, self.history, self.seconds, False, best, self.train_rows)
+
+
+def prepare_fold(task: FoldTask) -> PreparedFold:
+    """Features, the fold's fitted transform, windows and targets of its fit/validation/test rows, and a fresh model."""
     t0 = time.perf_counter()
     from models import make_forecaster
 
@@ -178,39 +212,102 @@ def run_fold(task: FoldTask, trainer_cache: dict | None = None) -> FoldResult:
     def y_for(rows: np.ndarray) -> np.ndarray:
         return y_all[rows] if raw_space else tr.encode_y(y_all[rows], close, rows)
 
+    has_val = len(val_rows) > 0
+    return PreparedFold(
+        task=task, transform=tr, model=model,
+        X_fit=tr.transform_X(feats, fit_rows), y_fit=y_for(fit_rows),
+        X_val=tr.transform_X(feats, val_rows) if has_val else None, y_val=y_for(val_rows) if has_val else None,
+        X_test=tr.transform_X(feats, test_rows), test_rows=test_rows, close=close, started=t0,
+    )
+
+
+def finish_fold(prep: PreparedFold, log_csv: bytes | None = None) -> FoldOutput:
+    """Predict the fold's test rows with its fitted model and collect every file of the fold folder as bytes."""
+    task, model, fc = prep.task, prep.model, prep.task.features
+    z = model.predict(prep.X_test)
+    y_pred = z if prep.raw_space else prep.transform.decode_y(z, prep.close, prep.test_rows)
+    forecasts = pd.DataFrame({"timestamp": task.bars.index[prep.test_rows], "fold": task.fold.k})
+    for h in range(fc.horizon):
+        forecasts[f"y_pred_h{h + 1}"] = y_pred[:, h]
+    history = pd.DataFrame(model.history_, columns=["epoch", "loss", "val_loss"])
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix=".fold-") as tmp:
+        model.save(Path(tmp) / "model")
+        for path in sorted((Path(tmp) / "model").rglob("*")):
+            if path.is_file():
+                files[path.relative_to(tmp).as_posix()] = path.read_bytes()
+    files["transform.pkl"] = pickle.dumps(prep.transform)  # to forecast the next bar later (walkforward predict)
+    files["history.csv"] = history.to_csv(index=False).encode()
+    files["forecasts.csv"] = forecasts.to_csv(index=False).encode()
+    if log_csv is not None:
+        files["training_log.csv"] = log_csv
+    key = (task.model_name, task.seed, task.fold.k)
+    return FoldOutput(key, forecasts, history, files, time.perf_counter() - prep.started, len(prep.X_fit))
+
+
+def compute_fold(task: FoldTask, trainer_cache: dict | None = None,
+                 warm_weights: list[np.ndarray] | None = None) -> FoldOutput:
+    """Train one fold on its training rows and predict its test rows; returns the fold as data (writes nothing).
+
+    Warm start: ``warm_weights`` (the previous fold's fitted weights, in memory) or else the model saved
+    under ``task.warm_from``. ``trainer_cache`` is a speed-up only (compiled Keras trainers reused across
+    folds); the result is the same with or without it.
+    """
+    prep = prepare_fold(task)
+    model = prep.model
     fit_opts: dict[str, Any] = {}
-    tmp = Path(tempfile.mkdtemp(prefix=f".seed-{task.seed}.", dir=_mkdir(task.out_dir.parent)))
-    try:
+    with tempfile.TemporaryDirectory(prefix=".fold-log-") as tmp:
+        log = Path(tmp) / "training_log.csv"
         if hasattr(model, "build"):
             _configure_backend(task.deterministic)
-            fit_opts["log_csv"] = tmp / "training_log.csv"
+            fit_opts["log_csv"] = log
             fit_opts["trainer_cache"] = trainer_cache
             if task.warm_from is not None:
-                from models.base import Forecaster
+                if warm_weights is None:
+                    from models.base import Forecaster
 
-                fit_opts["initial_weights"] = Forecaster.load(task.warm_from / "model").get_weights()
+                    warm_weights = Forecaster.load(task.warm_from / "model").get_weights()
+                fit_opts["initial_weights"] = warm_weights
                 fit_opts["epochs"] = task.warm_epochs
-        model.fit(tr.transform_X(feats, fit_rows), y_for(fit_rows),
-                  tr.transform_X(feats, val_rows) if len(val_rows) else None,
-                  y_for(val_rows) if len(val_rows) else None, **fit_opts)
-        z = model.predict(tr.transform_X(feats, test_rows))
-        y_pred = z if raw_space else tr.decode_y(z, close, test_rows)
-        forecasts = pd.DataFrame({"timestamp": task.bars.index[test_rows], "fold": f.k})
-        for h in range(fc.horizon):
-            forecasts[f"y_pred_h{h + 1}"] = y_pred[:, h]
-        history = pd.DataFrame(model.history_, columns=["epoch", "loss", "val_loss"])
-        model.save(tmp / "model")
-        (tmp / "transform.pkl").write_bytes(pickle.dumps(tr))  # to forecast the next bar later (walkforward predict)
-        history.to_csv(tmp / "history.csv", index=False)
-        forecasts.to_csv(tmp / "forecasts.csv", index=False)
-        if task.out_dir.exists():  # a crashed earlier attempt left an incomplete folder
-            shutil.rmtree(task.out_dir)
-        os.replace(tmp, task.out_dir)
+        model.fit(prep.X_fit, prep.y_fit, prep.X_val, prep.y_val, **fit_opts)
+        log_bytes = log.read_bytes() if log.exists() else None
+    return finish_fold(prep, log_bytes)
+
+
+def write_fold(out: FoldOutput, out_dir: Path) -> FoldResult:
+    """Write a computed fold into ``out_dir`` atomically (temp folder + rename); returns its result."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_mkdir(out_dir.parent)))
+    try:
+        for rel, data in out.files.items():
+            target = tmp / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        if out_dir.exists():  # a crashed earlier attempt left an incomplete folder
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return FoldResult(key, forecasts, history, time.perf_counter() - t0, False,
-                      float(history["val_loss"].min()) if len(history) else float("nan"), len(fit_rows))
+    return out.result()
+
+
+def is_complete(task: FoldTask) -> bool:
+    """A fold folder with ``forecasts.csv`` was written completely (folders are renamed into place)."""
+    return (task.out_dir / "forecasts.csv").exists()
+
+
+def run_fold(task: FoldTask, trainer_cache: dict | None = None) -> FoldResult:
+    """Train on the fold's training rows, predict its test rows, write the results atomically.
+
+    Written to ``task.out_dir``: ``forecasts.csv`` (timestamp, fold, y_pred_h1..hK as
+    predicted log returns r̂[t+1..t+K]), ``history.csv`` (epoch, loss, val_loss),
+    ``training_log.csv`` (Keras CSVLogger, networks only), ``transform.pkl`` and the model (``model/``).
+    If the folder already exists the fold is complete and is read back (resume).
+    """
+    key = (task.model_name, task.seed, task.fold.k)
+    if is_complete(task):
+        return _read_fold(task, key)
+    return write_fold(compute_fold(task, trainer_cache), task.out_dir)
 
 
 def _fold_seed(seed: int, k: int) -> int:
