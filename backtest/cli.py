@@ -25,7 +25,8 @@ def _quiet_tensorflow() -> None:
 def cmd_data_show(args: argparse.Namespace) -> int:
     from backtest.data.load import format_summary, load_source, summary
 
-    data = load_source(args.source, timeframe=args.timeframe, repair=args.repair, cache_dir=args.cache_dir)
+    data = load_source(args.source, timeframe=args.timeframe, repair=args.repair, cache_dir=args.cache_dir,
+                       max_repair_fraction=args.max_repair_fraction)
     print(format_summary(summary(data)))
     return 0
 
@@ -39,7 +40,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     cfg = DataConfig(source="ccxt", exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe,
                      start=args.since, end=args.until, repair=args.repair, cache_dir=args.cache_dir,
                      base_url=args.base_url)
-    data = load_data(cfg, now=pd.Timestamp.now(tz="UTC"), progress=not args.no_progress)
+    data = load_data(cfg, now=pd.Timestamp.now(tz="UTC"), progress=not args.no_progress, hint_style="cli")
     print(format_summary(summary(data)))
     return 0
 
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--timeframe", help="bar length of a file, e.g. 1d, 4h (default: inferred)")
     show.add_argument("--repair", choices=["none", "ffill"], default="none", help="documented repair of gaps and bad prices (default: none = error)")
     show.add_argument("--cache-dir", help="candle cache folder (default: the user's cache directory)")
+    show.add_argument("--max-repair-fraction", type=float, default=0.01, help="refuse a repair that makes more than this share of the bars synthetic (default 0.01 = 1%%)")
     show.set_defaults(func=cmd_data_show)
 
     fetch = data.add_parser("fetch", help="download candles through ccxt into the local cache (incremental)")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from backtest.errors import ConfigError
+from models.params import PARAMS_BY_TYPE, AnyModelParams, ModelParams, PersistenceParams, parse_model_params
 
 FEATURE_INPUTS: tuple[str, ...] = (
     "open", "high", "low", "close", "volume",  # levels (window-normalised when normalize = "window")
@@ -44,19 +45,36 @@ class DataConfig(_Section):
     path: str | None = Field(None, description="CSV or Parquet file, for source = 'file'")
     exchange: str = Field("binance", description="ccxt exchange id, for source = 'ccxt'")
     symbol: str = Field("BTC/USDT", description="market symbol, e.g. 'BTC/USDT'")
-    timeframe: str = Field("1d", description="bar length as a ccxt timeframe: 1m, 5m, 1h, 4h, 1d, 1w")
-    start: str | None = Field(None, description="first bar to use (inclusive), ISO date, UTC")
-    end: str | None = Field(None, description="last bar to use (exclusive), ISO date, UTC")
+    timeframe: str | None = Field(
+        None, description="bar length as a ccxt timeframe: 1m, 5m, 1h, 4h, 1d, 1w; unset = inferred from a file's "
+        "bar spacing, 1d for bundled; required for ccxt. A file whose spacing differs is refused")
+    start: str | None = Field(None, description="first bar to use (inclusive), ISO date, UTC (a TOML date works too)")
+    end: str | None = Field(None, description="last bar to use (exclusive), ISO date, UTC (a TOML date works too)")
     repair: Literal["none", "ffill"] = Field("none", description="documented repair of gaps/bad prices; 'none' = error")
+    max_repair_fraction: float = Field(
+        0.01, ge=0.0, le=1.0, description="repair = 'ffill' refuses data in which more than this fraction of the bars "
+        "would be synthetic (inserted or price-replaced); 0.01 = 1%")
     cache_dir: str | None = Field(None, description="candle cache folder; default: the user's cache directory")
     base_url: str | None = Field(None, description="override the exchange's REST base URL (testnets, emulators)")
     timeout_ms: int = Field(30000, gt=0, description="exchange request timeout in milliseconds")
     max_retries: int = Field(5, ge=0, description="retries on network errors, timeouts, 429 and 5xx")
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso_date(cls, v: Any) -> Any:
+        """A TOML date/datetime (``start = 2024-01-01``, unquoted) becomes its ISO string, so config.toml round-trips."""
+        import datetime as dt
+
+        if isinstance(v, (dt.date, dt.datetime)):
+            return v.isoformat()
+        return v
+
     @model_validator(mode="after")
     def _path_for_file(self) -> "DataConfig":
         if self.source == "file" and not self.path:
             raise ValueError("data.path is required when data.source = 'file'")
+        if self.source == "ccxt" and self.timeframe is None:
+            raise ValueError("data.timeframe is required when data.source = 'ccxt' (e.g. '1d', '4h')")
         return self
 
 
@@ -103,52 +121,32 @@ class WalkForwardConfig(_Section):
         return self
 
 
-class ModelConfig(_Section):
-    """``[models.NAME]``: one forecaster. Keys a type does not use are ignored by it."""
+#: ``[models.NAME]``: one forecaster, validated by the schema of its ``type`` (:mod:`models.params`:
+#: one pydantic model per type, a discriminated union on ``type``). A key the type does not use, or a
+#: value it would change, is an error. ``ModelConfig`` is the common base class (for type hints).
+ModelConfig = ModelParams
 
-    type: str = Field(..., description="registered forecaster type (walkforward models lists them)")
-    units: int = Field(64, ge=1, le=4096, description="recurrent units (width w) or dense width")
-    layers: int = Field(1, ge=1, le=8, description="recurrent layers (stacked_lstm), conv layers (cnn: 2 or 3)")
-    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="dropout after each recurrent/conv layer; default 0, bilstm 0.2")
-    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="recurrent dropout (not cuDNN-eligible when > 0)")
-    activation: str | None = Field(None, description="recurrent: tanh (default, cuDNN-eligible); cnn: relu (default) or leaky_relu")
-    leaky_alpha: float = Field(0.2, gt=0.0, lt=1.0, description="negative slope of LeakyReLU")
-    filters: int = Field(32, ge=1, description="Conv1D filters (cnn)")
-    kernel_size: int = Field(3, ge=1, description="Conv1D kernel size in bars (cnn)")
-    strides: int = Field(2, ge=1, description="Conv1D strides (cnn)")
-    kernel_l1: float = Field(0.0, ge=0.0)
-    kernel_l2: float = Field(0.0, ge=0.0)
-    bias_l1: float = Field(0.0, ge=0.0)
-    bias_l2: float = Field(0.0, ge=0.0)
-    recurrent_l1: float = Field(0.0, ge=0.0)
-    recurrent_l2: float = Field(0.0, ge=0.0)
-    activity_l1: float = Field(0.0, ge=0.0)
-    activity_l2: float = Field(0.0, ge=0.0)
-    optimizer: Literal["adam", "rmsprop", "sgd"] = Field("adam")
-    learning_rate: float = Field(1e-3, gt=0.0, lt=10.0)
-    batch_size: int = Field(64, ge=1)
-    epochs: int = Field(50, ge=1, le=10000)
-    patience: int = Field(5, ge=0, description="early-stopping patience in epochs on validation loss; 0 = no early stopping")
-    alpha: float = Field(1.0, ge=0.0, description="ridge penalty (linear)")
 
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, v: str) -> str:
-        from models import MODEL_TYPES  # light: the registry imports no Keras
+def model_config(type: str, **params: Any) -> ModelParams:
+    """A validated ``[models.NAME]`` of ``type`` (e.g. ``model_config("lstm", units=8)``); raises ConfigError."""
+    try:
+        return parse_model_params({"type": type, **params})
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, "models", prefix=["models", type])) from None
 
-        if v not in MODEL_TYPES:
-            raise ValueError(f"unknown model type {v!r}{_did_you_mean(v, MODEL_TYPES)}; allowed: {', '.join(MODEL_TYPES)}")
+
+def _models_before(v: Any) -> Any:
+    """Check each ``[models.NAME]`` names a known ``type`` (with "did you mean") before the union picks a schema."""
+    from models import MODEL_TYPES  # light: the registry imports no Keras
+
+    if not isinstance(v, dict):
         return v
-
-    @field_validator("activation")
-    @classmethod
-    def _known_activation(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        allowed = ("tanh", "relu", "leaky_relu", "sigmoid", "elu", "linear")
-        if v not in allowed:
-            raise ValueError(f"unknown activation {v!r}; allowed: {', '.join(allowed)}")
-        return v
+    for name, body in v.items():
+        if isinstance(body, dict) and "type" in body and body["type"] not in MODEL_TYPES:
+            t = body["type"]
+            raise ValueError(f"models.{name}.type: unknown model type {t!r}{_did_you_mean(str(t), MODEL_TYPES)}; "
+                             f"allowed: {', '.join(MODEL_TYPES)}")
+    return v
 
 
 class StrategyConfig(_Section):
@@ -219,11 +217,16 @@ class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     walkforward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
-    models: dict[str, ModelConfig] = Field(default_factory=lambda: {"persistence": ModelConfig(type="persistence")})
+    models: dict[str, AnyModelParams] = Field(default_factory=lambda: {"persistence": PersistenceParams(type="persistence")})
     strategies: dict[str, StrategyConfig] = Field(default_factory=lambda: {"long_flat": StrategyConfig(type="long_flat")})
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     paper: PaperConfig = Field(default_factory=PaperConfig)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _known_model_types(cls, v: Any) -> Any:
+        return _models_before(v)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
@@ -231,7 +234,7 @@ class Config(_Section):
             raise ValueError("models: at least one [models.NAME] section is required")
         # Baselines are always reported beside models: add any the config left out.
         if not any(m.type == "persistence" for m in self.models.values()):
-            self.models["persistence"] = ModelConfig(type="persistence")
+            self.models["persistence"] = PersistenceParams(type="persistence")
         for base in ("buy_and_hold", "always_flat", "sma_cross"):
             if not any(s.type == base for s in self.strategies.values()):
                 self.strategies[base] = StrategyConfig(type=base)
@@ -240,8 +243,7 @@ class Config(_Section):
                 unknown = [m for m in s.models if m not in self.models]
                 if unknown:
                     raise ValueError(f"strategies.{name}.models names unknown model(s) {', '.join(unknown)}; defined: {', '.join(self.models)}")
-            if s.type == "sma_cross" and s.fast >= s.slow:
-                raise ValueError(f"strategies.{name}.fast must be smaller than slow")
+            _check_strategy(name, s, self)
         if self.paper.model is not None and self.paper.model not in self.models:
             raise ValueError(f"paper.model {self.paper.model!r} is not a defined model; defined: {', '.join(self.models)}")
         wf = self.walkforward
@@ -250,8 +252,49 @@ class Config(_Section):
         return self
 
     def to_toml(self) -> str:
-        """The fully resolved config as TOML (every key, defaults included)."""
-        return _to_toml(self.model_dump(mode="json"))
+        """The fully resolved config as TOML (every key, defaults included; a strategy lists only the keys
+        its type reads, so the file validates again)."""
+        d = self.model_dump(mode="json")
+        for body in d.get("strategies", {}).values():
+            for k in [k for k in body if k != "type" and k not in STRATEGY_KEYS.get(body["type"], ())]:
+                del body[k]
+        return _to_toml(d)
+
+
+#: Keys each strategy type reads (``type`` aside); any other key set in its table is an error.
+STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
+    "long_flat": ("threshold", "entry_threshold", "exit_threshold"),
+    "ensemble": ("threshold", "entry_threshold", "exit_threshold", "models", "method"),
+    "buy_and_hold": (),
+    "always_flat": (),
+    "sma_cross": ("fast", "slow"),
+}
+
+
+def _check_strategy(name: str, s: "StrategyConfig", cfg: "Config") -> None:
+    """Every parameter of ``[strategies.NAME]`` is used by its type and consistent, before any training."""
+    used = STRATEGY_KEYS.get(s.type, ())
+    ignored = sorted(k for k in s.model_fields_set if k != "type" and k not in used)
+    if ignored:
+        raise ValueError(f"strategies.{name}: {', '.join(map(repr, ignored))} is not a parameter of type {s.type!r}; "
+                         f"allowed: {', '.join(used) or 'no keys besides type'}")
+    if s.type == "sma_cross" and s.fast >= s.slow:
+        raise ValueError(f"strategies.{name}.fast ({s.fast}) must be smaller than slow ({s.slow})")
+    if s.type in ("long_flat", "ensemble") and (s.entry_threshold is not None or s.exit_threshold is not None):
+        from strategies.signals import round_trip_cost
+
+        default = s.threshold if s.threshold is not None else round_trip_cost(cfg.backtest.fees, cfg.backtest.slippage)
+        enter = default if s.entry_threshold is None else s.entry_threshold
+        leave = default if s.exit_threshold is None else s.exit_threshold
+        if leave > enter:
+            raise ValueError(f"strategies.{name}: exit_threshold ({leave:g}) must not exceed entry_threshold ({enter:g}); "
+                             "an unset one is threshold or the round-trip cost")
+    if s.type == "ensemble":
+        skip = ("persistence", "mean")  # the default ensemble leaves out models with no forecast of their own
+        names = s.models if s.models else [m for m, mc in cfg.models.items() if mc.type not in skip]
+        if not names or all(cfg.models[m].type in skip for m in names):
+            raise ValueError(f"strategies.{name}: an ensemble needs at least one forecasting model besides "
+                             f"{' and '.join(skip)} (models: {', '.join(names) or 'none'})")
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
@@ -265,13 +308,24 @@ _SECTION_KEYS = {
 }
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _format_error(err: ValidationError, source: str, prefix: list[str] | None = None) -> str:
     e = err.errors()[0]
-    loc = [str(x) for x in e["loc"]]
+    loc = (prefix or []) + [str(x) for x in e["loc"]]
+    model_type = None
+    if len(loc) >= 3 and loc[0] == "models" and loc[2] in PARAMS_BY_TYPE:
+        model_type = loc.pop(2)  # the discriminated union's tag: the schema that was used
+    if prefix and len(loc) >= 2 and loc[0] == "models" and loc[1] in PARAMS_BY_TYPE and model_type is None:
+        model_type = loc[1]
     key = ".".join(loc)
     msg = e["msg"].removeprefix("Value error, ")
+    of_type = f" (type {model_type!r})" if model_type else ""
     if e["type"] == "extra_forbidden":
         parent = loc[:-1]
+        if model_type is not None:
+            allowed = list(PARAMS_BY_TYPE[model_type].parameter_names())
+            hint = _did_you_mean(loc[-1], allowed)
+            return (f"{source}: {'.'.join(parent)}: {loc[-1]!r} is not a parameter of type {model_type!r}{hint}; "
+                    f"allowed: {', '.join(allowed) or 'no keys besides type'}")
         model = _SECTION_KEYS.get(parent[0]) if parent else None
         if parent and parent[0] in ("models", "strategies") and len(parent) == 2:
             model = _SECTION_KEYS[parent[0]]
@@ -283,13 +337,15 @@ def _format_error(err: ValidationError, source: str) -> str:
             allowed = []
         hint = _did_you_mean(loc[-1], allowed)
         return f"{source}: unknown key {key!r}{hint}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    if e["type"] == "union_tag_not_found":
+        return f"{source}: {key}.type is required; allowed: {', '.join(PARAMS_BY_TYPE)}"
     if e["type"] == "literal_error":
-        return f"{source}: {key or 'config'}: {msg}, got {e.get('input')!r}"
+        return f"{source}: {key or 'config'}{of_type}: {msg}, got {e.get('input')!r}"
     if e["type"] == "missing":
         return f"{source}: {key} is required"
-    if not key:
+    if not key or (e["type"] == "value_error" and msg.startswith(key + ".")):
         return f"{source}: {msg}"
-    return f"{source}: {key}: {msg} (got {e.get('input')!r})"
+    return f"{source}: {key}{of_type}: {msg} (got {e.get('input')!r})"
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> Config:

@@ -17,6 +17,7 @@ from backtest.data.frame import periods_per_year
 from backtest.metrics import _f, classification, mean_std, model_significance, portfolio_stats, regression
 from backtest.simulate import Simulation, simulate, trades_table
 from strategies.build import PortfolioSpec, build_signals
+from strategies.signals import hold_on_synthetic
 
 
 @dataclass
@@ -70,10 +71,15 @@ def _verdict(row: dict[str, Any], bh_sharpe: float | None, model_block: dict[str
     return "; ".join(parts)
 
 
-def evaluate(cfg: Config, predictions: pd.DataFrame, bars: pd.DataFrame, timeframe: str) -> Evaluation:
-    """Signals for every model x strategy (and the baselines), one vectorbt simulation, all metrics."""
+def evaluate(cfg: Config, predictions: pd.DataFrame, bars: pd.DataFrame, timeframe: str,
+             synthetic: pd.Series | None = None) -> Evaluation:
+    """Signals for every model x strategy (and the baselines), one vectorbt simulation, all metrics.
+
+    ``synthetic`` (True = a bar inserted or price-replaced by the data repair): no signal is decided on
+    such a bar (:func:`strategies.signals.hold_on_synthetic`)."""
     ppy = periods_per_year(timeframe)
     signals, specs = build_signals(cfg, predictions, bars)
+    signals = hold_on_synthetic(signals, synthetic)  # a repaired bar is never traded on as if real
     sim = simulate(signals, bars, cfg.backtest, timeframe)
     returns = sim.portfolio.returns()  # type: ignore[attr-defined]
     bh_label = next(s.label for s in specs if s.strategy_type == "buy_and_hold")

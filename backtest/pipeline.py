@@ -36,7 +36,7 @@ def write_evaluation(run_dir: Path, ev: Evaluation) -> None:
 def run_all(cfg: Config, out: str | Path = "runs", *, progress: bool = False) -> RunResult:
     """Run or resume the forecasts, simulate every model x strategy, write metrics and the HTML report."""
     fr = run_forecasts(cfg, out, progress=progress)
-    ev = evaluate(cfg, fr.predictions, fr.data.bars, fr.data.timeframe)
+    ev = evaluate(cfg, fr.predictions, fr.data.bars, fr.data.timeframe, synthetic=fr.data.synthetic)
     write_evaluation(fr.run_dir, ev)
     from reports.html import write_report
 

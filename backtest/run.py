@@ -100,7 +100,7 @@ def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = Fal
         "versions": package_versions(),
         "data": {"source": data.source, "sha256": data.sha256, "first_bar": b.index[0].isoformat(),
                  "last_bar": b.index[-1].isoformat(), "rows": len(b), "timeframe": data.timeframe,
-                 "repairs": data.report.repairs},
+                 "repairs": data.report.repairs, "synthetic_bars": data.synthetic_bars},
         "seeds": cfg.run.seeds,
         "folds": len(folds),
         "first_test_bar": b.index[folds[0].test_start].isoformat(),

@@ -74,6 +74,11 @@ def plan_folds(n_bars: int, first_row: int, wf: WalkForwardConfig, horizon: int)
             fit_stop = val_start - horizon
         else:
             val_start = val_stop = fit_stop = end
+        if fit_stop - start < 10 and wf.window == "rolling" and end - int(wf.train_length or 0) >= first_row:
+            raise ConfigError(
+                f"walkforward.train_length = {wf.train_length}: fold {k} would train on {fit_stop - start} rows "
+                f"after validation ({n_val}) and horizon gap ({horizon}); it needs at least 10: raise walkforward.train_length"
+            )
         if fit_stop - start < 10:
             raise ConfigError(
                 f"walkforward.initial_train = {wf.initial_train}: fold {k} would train on {fit_stop - start} rows; "
@@ -123,12 +128,16 @@ def fold_dir(run_dir: Path, model: str, k: int, seed: int) -> Path:
 
 
 def model_params(cfg: ModelConfig, features: FeaturesConfig, seed: int) -> dict[str, Any]:
-    """Hyper-parameters for the forecaster constructor (unset keys keep the type's default)."""
+    """Hyper-parameters for the forecaster constructor: every validated key of the type's schema
+    (:mod:`models.params`, defaults included). A key the forecaster does not take is an error, never dropped."""
     from models import get_forecaster_class
 
     klass = get_forecaster_class(cfg.type)
-    raw = cfg.model_dump(exclude={"type"}, exclude_none=True)
-    params = {k: v for k, v in raw.items() if k in klass.param_names}
+    params = cfg.model_dump(exclude={"type"}, exclude_none=True)
+    unused = [k for k in params if k not in klass.param_names]
+    if unused:
+        raise ConfigError(f"models: {', '.join(unused)} is not a parameter of type {cfg.type!r}; "
+                          f"allowed: {', '.join(klass.param_names)}")
     params.update(seed=seed, horizon=features.horizon)
     if "deterministic" in klass.param_names:
         params["deterministic"] = True

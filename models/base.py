@@ -41,6 +41,7 @@ class Forecaster:
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown parameter(s) {sorted(unknown)}")
         self.params = dict(params)
+        self.hparams = self._validated(params)
         self.seed: int = int(params.get("seed", 0))
         self.horizon: int = int(params.get("horizon", 1))
 
@@ -94,6 +95,22 @@ class Forecaster:
         model._load(folder)
         model.fitted_ = True
         return model
+
+    def _validated(self, params: dict[str, Any]) -> Any:
+        """``params`` validated by the type's schema (:mod:`models.params`): the values, with the
+        schema's defaults, that the model reads. A value the type would change is a ``ValueError``."""
+        from pydantic import ValidationError
+
+        from models.params import PARAMS_BY_TYPE
+
+        schema = PARAMS_BY_TYPE[self.type_name]
+        given = {k: v for k, v in params.items() if k in schema.model_fields and v is not None}
+        try:
+            return schema(type=self.type_name, **given)
+        except ValidationError as err:
+            e = err.errors()[0]
+            key = ".".join(str(x) for x in e["loc"])
+            raise ValueError(f"{self.type_name}: {key}: {e['msg']} (got {e.get('input')!r})") from None
 
     # --- for subclasses -------------------------------------------------------------
     def _check_fitted(self) -> None:

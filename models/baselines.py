@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.linear_model import Ridge
 
 from models.base import Forecaster
+from models.params import LinearParams
 
 
 class Persistence(Forecaster):
@@ -61,10 +62,10 @@ class Linear(Forecaster):
     """Ridge regression (scikit-learn) of the encoded targets on the flattened input window."""
 
     type_name = "linear"
-    param_names = ("alpha",)
+    param_names = LinearParams.parameter_names()
 
     def _fit(self, X: np.ndarray, y: np.ndarray, X_val: Any, y_val: Any, **opts: Any) -> None:
-        self.model_ = Ridge(alpha=float(self.params.get("alpha", 1.0))).fit(X.reshape(len(X), -1), y)
+        self.model_ = Ridge(alpha=float(self.hparams.alpha)).fit(X.reshape(len(X), -1), y)
         self.horizon = y.shape[1]
 
     def _predict(self, X: np.ndarray) -> np.ndarray:

@@ -19,13 +19,10 @@ from typing import Any
 import numpy as np
 
 from models.base import Forecaster
+from models.params import BiLSTMParams, CNNParams, GRUParams, LSTMParams, StackedLSTMParams
 
-NETWORK_PARAMS: tuple[str, ...] = (
-    "units", "layers", "dropout", "recurrent_dropout", "activation", "leaky_alpha", "filters", "kernel_size",
-    "strides", "kernel_l1", "kernel_l2", "bias_l1", "bias_l2", "recurrent_l1", "recurrent_l2", "activity_l1",
-    "activity_l2", "optimizer", "learning_rate", "batch_size", "epochs", "patience", "lookback", "n_inputs",
-    "deterministic",
-)
+#: Constructor keywords every network takes besides its schema's hyper-parameters (set by the engine).
+ENGINE_PARAMS: tuple[str, ...] = ("deterministic",)
 
 
 def _keras():  # imported lazily so the CLI and config validation stay fast
@@ -37,19 +34,16 @@ def _keras():  # imported lazily so the CLI and config validation stay fast
 class KerasForecaster(Forecaster):
     """Shared training loop: compile, fit with EarlyStopping and CSVLogger, predict, save/load."""
 
-    param_names = NETWORK_PARAMS
-    default_dropout = 0.0
-
-    # --- hyper-parameter access with the documented defaults --------------------------
-    def p(self, name: str, default: Any) -> Any:
-        value = self.params.get(name)
-        return default if value is None else value
+    # --- hyper-parameters: the validated values of the type's schema (models.params) ------
+    def p(self, name: str) -> Any:
+        """The validated value of hyper-parameter ``name`` (the schema's default when unset)."""
+        return getattr(self.hparams, name)
 
     def _regularizers(self, recurrent: bool) -> dict[str, Any]:
         keras = _keras()
 
         def reg(prefix: str) -> Any:
-            l1, l2 = float(self.p(f"{prefix}_l1", 0.0)), float(self.p(f"{prefix}_l2", 0.0))
+            l1, l2 = float(self.p(f"{prefix}_l1")), float(self.p(f"{prefix}_l2"))
             return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
 
         out = {"kernel_regularizer": reg("kernel"), "bias_regularizer": reg("bias"), "activity_regularizer": reg("activity")}
@@ -59,17 +53,17 @@ class KerasForecaster(Forecaster):
 
     def _activation(self) -> str:
         """Recurrent activation by name (``leaky_relu`` here has Keras' fixed slope 0.2)."""
-        return str(self.p("activation", "tanh"))
+        return str(self.p("activation"))
 
     def _dropout(self) -> float:
-        return float(self.p("dropout", self.default_dropout))
+        return float(self.p("dropout"))
 
     def _rnn(self, cls_name: str, units: int, return_sequences: bool) -> Any:
         keras = _keras()
         return getattr(keras.layers, cls_name)(
             units,
             activation=self._activation(),
-            recurrent_dropout=float(self.p("recurrent_dropout", 0.0)),
+            recurrent_dropout=float(self.p("recurrent_dropout")),
             return_sequences=return_sequences,
             **self._regularizers(recurrent=True),
         )
@@ -88,8 +82,8 @@ class KerasForecaster(Forecaster):
     def _compile(self, model: Any) -> None:
         keras = _keras()
         opt = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[
-            self.p("optimizer", "adam")
-        ](learning_rate=float(self.p("learning_rate", 1e-3)))
+            self.p("optimizer")
+        ](learning_rate=float(self.p("learning_rate")))
         model.compile(optimizer=opt, loss="mse")
 
     def _cache_key(self, lookback: int, n_inputs: int) -> tuple:
@@ -145,7 +139,7 @@ class KerasForecaster(Forecaster):
                 trainer_cache[key] = trainer
         self._reset_trainer(trainer, fresh)
         callbacks: list[Any] = []
-        patience = int(self.p("patience", 5))
+        patience = int(self.p("patience"))
         has_val = X_val is not None and len(X_val) > 0
         if patience > 0 and has_val:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True))
@@ -154,8 +148,8 @@ class KerasForecaster(Forecaster):
         hist = trainer.fit(
             X, y,
             validation_data=(X_val, y_val) if has_val else None,
-            epochs=int(epochs or self.p("epochs", 50)),
-            batch_size=int(self.p("batch_size", 64)),
+            epochs=int(epochs or self.p("epochs")),
+            batch_size=int(self.p("batch_size")),
             shuffle=True,
             callbacks=callbacks,
             verbose=verbose,
@@ -192,10 +186,11 @@ class LSTMForecaster(KerasForecaster):
     """One LSTM layer of ``units``, dropout, a dense output of ``horizon`` values."""
 
     type_name = "lstm"
+    param_names = LSTMParams.parameter_names() + ENGINE_PARAMS
 
     def _body(self, x: Any) -> Any:
         keras = _keras()
-        x = self._rnn("LSTM", int(self.p("units", 64)), return_sequences=False)(x)
+        x = self._rnn("LSTM", int(self.p("units")), return_sequences=False)(x)
         return keras.layers.Dropout(self._dropout())(x) if self._dropout() else x
 
 
@@ -203,12 +198,13 @@ class StackedLSTMForecaster(KerasForecaster):
     """``layers`` (at least 2) LSTM layers of ``units``, each followed by dropout."""
 
     type_name = "stacked_lstm"
+    param_names = StackedLSTMParams.parameter_names() + ENGINE_PARAMS
 
     def _body(self, x: Any) -> Any:
         keras = _keras()
-        n = max(int(self.p("layers", 2)), 2)
+        n = int(self.p("layers"))  # the schema guarantees >= 2
         for i in range(n):
-            x = self._rnn("LSTM", int(self.p("units", 64)), return_sequences=i < n - 1)(x)
+            x = self._rnn("LSTM", int(self.p("units")), return_sequences=i < n - 1)(x)
             if self._dropout():
                 x = keras.layers.Dropout(self._dropout())(x)
         return x
@@ -222,11 +218,11 @@ class BiLSTMForecaster(KerasForecaster):
     """
 
     type_name = "bilstm"
-    default_dropout = 0.2
+    param_names = BiLSTMParams.parameter_names() + ENGINE_PARAMS
 
     def _body(self, x: Any) -> Any:
         keras = _keras()
-        w = int(self.p("units", 64))
+        w = int(self.p("units"))
         widths = (w, 2 * w, w)
         for i, width in enumerate(widths):
             x = keras.layers.Bidirectional(self._rnn("LSTM", width, return_sequences=i < len(widths) - 1))(x)
@@ -239,12 +235,13 @@ class GRUForecaster(KerasForecaster):
     """One GRU layer of ``units`` (``layers`` > 1 stacks them), dropout, dense output."""
 
     type_name = "gru"
+    param_names = GRUParams.parameter_names() + ENGINE_PARAMS
 
     def _body(self, x: Any) -> Any:
         keras = _keras()
-        n = int(self.p("layers", 1))
+        n = int(self.p("layers"))
         for i in range(n):
-            x = self._rnn("GRU", int(self.p("units", 64)), return_sequences=i < n - 1)(x)
+            x = self._rnn("GRU", int(self.p("units")), return_sequences=i < n - 1)(x)
             if self._dropout():
                 x = keras.layers.Dropout(self._dropout())(x)
         return x
@@ -257,19 +254,19 @@ class CNNForecaster(KerasForecaster):
     """
 
     type_name = "cnn"
+    param_names = CNNParams.parameter_names() + ENGINE_PARAMS
 
     def _body(self, x: Any) -> Any:
         keras = _keras()
-        n = min(max(int(self.p("layers", 2)), 2), 3)
-        act = self.params.get("activation")
-        act = act if act in ("relu", "leaky_relu", "elu", "linear") else "relu"
+        n = int(self.p("layers"))  # the schema allows 2 or 3
+        act = str(self.p("activation"))  # the schema allows relu, leaky_relu, elu, linear
         for _ in range(n):
             x = keras.layers.Conv1D(
-                int(self.p("filters", 32)), int(self.p("kernel_size", 3)), strides=int(self.p("strides", 2)),
+                int(self.p("filters")), int(self.p("kernel_size")), strides=int(self.p("strides")),
                 padding="same", activation=None if act == "leaky_relu" else act, **self._regularizers(recurrent=False),
             )(x)
             if act == "leaky_relu":
-                x = keras.layers.LeakyReLU(negative_slope=float(self.p("leaky_alpha", 0.2)))(x)
+                x = keras.layers.LeakyReLU(negative_slope=float(self.p("leaky_alpha")))(x)
             if self._dropout():
                 x = keras.layers.Dropout(self._dropout())(x)
         return keras.layers.Flatten()(x)

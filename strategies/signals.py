@@ -80,3 +80,23 @@ def sma_cross(close: pd.Series, fast: int, slow: int, index: pd.Index) -> pd.Ser
     fast_ma = vbt.MA.run(close, window=fast).ma
     slow_ma = vbt.MA.run(close, window=slow).ma
     return (fast_ma > slow_ma).reindex(index).fillna(False).astype(bool)
+
+
+def hold_on_synthetic(signals: pd.DataFrame, synthetic: pd.Series | None) -> pd.DataFrame:
+    """Signals with no decision taken on a synthetic bar: on such a decision bar ``t`` each column keeps
+    its previous bar's signal, so no order is placed at the open of ``t+1``.
+
+    ``signals``: boolean columns indexed by decision bar ``t`` (``True`` = long during ``t+1``).
+    ``synthetic``: boolean Series indexed by bar (True = inserted or price-replaced by
+    ``repair = "ffill"``, see :mod:`backtest.data.validate`); bars not in it count as real.
+    A synthetic first decision bar keeps the position before the test period: flat. Pure: the
+    inputs are not changed. Example: signals ``F, F, T(synthetic), T`` become ``F, F, F, T`` --
+    the long entry waits for the first real close.
+    """
+    if synthetic is None or not bool(synthetic.any()) or signals.empty:
+        return signals
+    fake = synthetic.reindex(signals.index, fill_value=False).astype(bool).to_numpy()
+    if not fake.any():
+        return signals
+    held = signals.astype(float).mask(fake[:, None] if signals.ndim == 2 else fake)
+    return held.ffill().fillna(0.0).astype(bool)

@@ -20,7 +20,7 @@ def test_defaults_add_baselines() -> None:
 @pytest.mark.parametrize("raw,match", [
     ({"walkforwrd": {}}, "unknown key 'walkforwrd' \\(did you mean 'walkforward'\\?\\)"),
     ({"walkforward": {"stpe": 3}}, "unknown key 'walkforward.stpe' \\(did you mean 'step'\\?\\)"),
-    ({"models": {"m": {"type": "lstm", "unit": 3}}}, "unknown key 'models.m.unit' \\(did you mean 'units'\\?\\)"),
+    ({"models": {"m": {"type": "lstm", "unit": 3}}}, "models.m: 'unit' is not a parameter of type 'lstm' \\(did you mean 'units'\\?\\)"),
     ({"models": {"m": {"type": "lstn"}}}, "models.m.type: unknown model type 'lstn' \\(did you mean 'lstm'\\?\\)"),
     ({"walkforward": {"step": -1}}, "walkforward.step: Input should be greater than or equal to 1"),
     ({"walkforward": {"step": "ten"}}, "walkforward.step: Input should be a valid integer"),

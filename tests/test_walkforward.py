@@ -15,7 +15,8 @@ from backtest.run import run_forecasts
 from backtest.walkforward import plan_folds
 from models import MODEL_TYPES
 
-TINY_NET = {"units": 4, "epochs": 2, "patience": 1, "batch_size": 64, "filters": 4}
+TINY_NET = {"units": 4, "epochs": 2, "patience": 1, "batch_size": 64}
+TINY_CNN = {"filters": 4, "epochs": 2, "patience": 1, "batch_size": 64}  # each type takes only its own keys
 
 
 def tiny_cfg(models: dict, **sections) -> object:
@@ -86,7 +87,7 @@ def forecasts_before(cfg, bars: pd.DataFrame, k: int, tmp_path, tag: str) -> pd.
 def test_leakage_guard_every_model(model_type: str, btc: pd.DataFrame, tmp_path) -> None:
     bars = btc.iloc[:285]  # two folds: test blocks [200, 240) and [240, 283)
     k = 260  # inside the second test block: that fold is given garbage in its own block after k
-    cfg = tiny_cfg({"m": {"type": model_type, **({} if model_type in ("persistence", "mean", "linear") else TINY_NET)}},
+    cfg = tiny_cfg({"m": {"type": model_type, **({} if model_type in ("persistence", "mean", "linear") else TINY_CNN if model_type == "cnn" else TINY_NET)}},
                    features={"inputs": ["close", "volume", "rsi"], "normalize": "window"})
     a = forecasts_before(cfg, bars, k, tmp_path, "real")
     b = forecasts_before(cfg, garbage_after(bars, k), k, tmp_path, "garbage")

@@ -3,8 +3,11 @@
 Recognised CSV headers (case-insensitive):
 
 * ccxt rows: ``timestamp,open,high,low,close,volume``; ``timestamp`` is an ISO
-  date/time (UTC if naive) or milliseconds since the Unix epoch, as
-  ``fetch_ohlcv`` returns it;
+  date/time (UTC if naive) or a number since the Unix epoch: milliseconds (as
+  ``fetch_ohlcv`` returns it) when every value is in ``[1e11, 1e14)`` (1973-03-03
+  .. 5138-11-16), seconds when every value is in ``[1e8, 1e11)`` (1973-03-03 ..
+  5138-11-16); any other numeric column (e.g. ``20240101``, microseconds, a mix)
+  is refused in one line;
 * Yahoo: ``Date,Open,High,Low,Close,Adj Close,Volume`` (``Close`` is used;
   for crypto ``Adj Close`` is the same number);
 * close only: ``Date,Close`` (as in the tutorials). Open is taken as the previous
@@ -25,6 +28,8 @@ from backtest.data.frame import COLUMNS
 from backtest.errors import DataError
 
 _TIME_NAMES = ("timestamp", "date", "datetime", "time", "open_time")
+#: Numeric timestamps: milliseconds in [1e11, 1e14), seconds in [1e8, 1e11) since the Unix epoch (both 1973..5138).
+_S_MIN, _MS_MIN, _MS_MAX = 1e8, 1e11, 1e14
 
 
 def read_ohlcv_file(path: str | Path) -> pd.DataFrame:
@@ -58,6 +63,8 @@ def normalise_columns(raw: pd.DataFrame, source: str) -> pd.DataFrame:
         )
     if "close" not in cols:
         raise DataError(f"{source}: no close column (found {', '.join(map(str, raw.columns))})")
+    if len(raw) == 0:
+        raise DataError(f"{source}: no rows (only a header)")
     index = _parse_times(raw[time_col], source)
     out = pd.DataFrame(index=index)
     for name in COLUMNS:
@@ -83,9 +90,23 @@ def _parse_times(col: pd.Series, source: str) -> pd.DatetimeIndex:
         idx = pd.to_datetime(col, utc=True)
         return pd.DatetimeIndex(idx, name="timestamp").as_unit("ns")
     numeric = pd.to_numeric(col, errors="coerce")
+    unit = None
+    if numeric.notna().all() and len(col):
+        ms = (numeric >= _MS_MIN) & (numeric < _MS_MAX)
+        secs = (numeric >= _S_MIN) & (numeric < _MS_MIN)
+        if ms.all():
+            unit = "ms"
+        elif secs.all():
+            unit = "s"
+        else:
+            odd = ~(ms | secs)
+            row = int(np.flatnonzero(odd.to_numpy())[0]) if odd.any() else int(np.flatnonzero(secs.to_numpy())[0])
+            raise DataError(
+                f"{source}: numeric timestamp {str(col.iloc[row])!r} at data row {row + 1} is not seconds (1e8..1e11) or "
+                "milliseconds (1e11..1e14) since the Unix epoch, or the column mixes both; write ISO times or one unit")
     try:
-        if numeric.notna().all() and len(col) and (numeric > 10**11).all():
-            idx = pd.to_datetime(numeric.astype("int64"), unit="ms", utc=True)
+        if unit is not None:
+            idx = pd.to_datetime(numeric.astype("int64" if unit == "ms" else "float64"), unit=unit, utc=True)
         else:
             idx = pd.to_datetime(col, utc=True, errors="coerce", format="mixed")
     except (ValueError, OverflowError, TypeError):

@@ -305,7 +305,8 @@ class PaperTrader:
         )
         if frame.empty:
             raise DataError(f"{source}: no closed candle since {iso(since)}")
-        frame, report = validate(frame, d.timeframe, source=source, repair=d.repair)
+        frame, report = validate(frame, d.timeframe, source=source, repair=d.repair,
+                                 max_repair_fraction=d.max_repair_fraction, hint_style="config")
         if report.rows_changed:
             self.log.warning("%s: %s", source, report.describe())
         self.log.debug("%s: %d closed bars up to %s (%d new)", source, len(frame), iso(frame.index[-1]), new)

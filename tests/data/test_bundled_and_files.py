@@ -94,5 +94,5 @@ def test_cli_bad_file_exit_2_no_traceback(tmp_path) -> None:
 def test_summary_counts_filled_gaps(tmp_path) -> None:
     p = _write(tmp_path, "gap.csv", "timestamp,open,high,low,close,volume\n"
                "2021-01-01,1,2,0.5,1.5,3\n2021-01-04,1.5,2,1,1.2,4\n")
-    s = summary(load_source(str(p), timeframe="1d", repair="ffill"))
+    s = summary(load_source(str(p), timeframe="1d", repair="ffill", max_repair_fraction=0.5))
     assert s["gaps"] == 2 and s["rows"] == 4

@@ -53,15 +53,15 @@ def test_bad_input_is_one_line_error(rows, message, key, count) -> None:
 
 @pytest.mark.parametrize("rows,message,key,count", CASES)
 def test_ffill_repair_reports_count(rows, message, key, count) -> None:
-    df, rep = validate(frame(rows), "1d", source="prices.csv", repair="ffill")
+    df, rep = validate(frame(rows), "1d", source="prices.csv", repair="ffill", max_repair_fraction=1.0)
     assert rep.repairs[key] == count
-    validate(df, "1d", source="again", repair="ffill")  # the repaired frame is valid
+    validate(df, "1d", source="again", repair="ffill", max_repair_fraction=1.0)  # the repaired frame is valid
     assert df.index.is_monotonic_increasing and df.index.is_unique
     assert (df[["open", "high", "low", "close"]] > 0).all().all()
 
 
 def test_ffill_fills_from_previous_close() -> None:
-    df, _ = validate(frame([GOOD, GOOD, ("2021-01-04", *GOOD)]), "1d", source="x", repair="ffill")
+    df, _ = validate(frame([GOOD, GOOD, ("2021-01-04", *GOOD)]), "1d", source="x", repair="ffill", max_repair_fraction=1.0)
     gap = df.loc[pd.Timestamp("2021-01-03", tz="UTC")]
     assert gap[["open", "high", "low", "close"]].tolist() == [11.0] * 4 and gap["volume"] == 0
 
@@ -82,6 +82,6 @@ def test_off_grid_timestamp_and_unknown_repair() -> None:
     df = frame([GOOD, GOOD])
     df.index = pd.DatetimeIndex([df.index[0], df.index[1] + pd.Timedelta(hours=3)], name="timestamp")
     with pytest.raises(DataError, match="off the 1d grid"):
-        validate(df, "1d", source="x", repair="ffill")
+        validate(df, "1d", source="x", repair="ffill", max_repair_fraction=1.0)
     with pytest.raises(DataError, match="repair 'bfill' is not known; allowed: none, ffill"):
         validate(frame([GOOD]), "1d", source="x", repair="bfill")

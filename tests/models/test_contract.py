@@ -7,11 +7,12 @@ import pytest
 from models import BASELINE_TYPES, MODEL_TYPES, make_forecaster
 from models.base import Forecaster, NotFittedError
 
-TINY = {"units": 4, "epochs": 2, "patience": 1, "batch_size": 32, "filters": 4}
+TINY = {"units": 4, "epochs": 2, "patience": 1, "batch_size": 32}
+TINY_CNN = {"filters": 4, "epochs": 2, "patience": 1, "batch_size": 32}  # cnn has no units; recurrent nets no filters
 
 
 def params(t: str, horizon: int) -> dict:
-    p = {} if t in BASELINE_TYPES else dict(TINY)
+    p = {} if t in BASELINE_TYPES else dict(TINY_CNN if t == "cnn" else TINY)
     return {**p, "horizon": horizon, "seed": 3}
 
 
@@ -42,6 +43,22 @@ def test_unknown_parameter_is_rejected() -> None:
         make_forecaster("linear", units=3)
     with pytest.raises(ValueError, match="unknown model type 'lstn'"):
         make_forecaster("lstn")
+    with pytest.raises(TypeError, match="unknown parameter.*'filters'"):
+        make_forecaster("lstm", filters=4)  # a key the type does not use is refused, not ignored
+    with pytest.raises(ValueError, match="cnn: layers: Input should be less than or equal to 3"):
+        make_forecaster("cnn", layers=4)  # was clamped to 3 without a word
+
+
+def test_defaults_come_from_the_schema_only() -> None:
+    """The network reads the validated values: the schema's defaults, no second copy in the class."""
+    from models.params import PARAMS_BY_TYPE
+
+    for t in MODEL_TYPES:
+        m = make_forecaster(t)
+        schema = PARAMS_BY_TYPE[t]
+        assert m.hparams == schema(type=t)
+        assert set(schema.parameter_names()) <= set(type(m).param_names)
+    assert make_forecaster("bilstm").hparams.dropout == 0.2 and make_forecaster("lstm").hparams.dropout == 0.0
 
 
 def test_networks_have_history_and_regularisers() -> None:
@@ -53,7 +70,7 @@ def test_networks_have_history_and_regularisers() -> None:
     assert [h["epoch"] for h in m.history_] == [0, 1] and all(np.isfinite(h["val_loss"]) for h in m.history_)
     layer = m.model_.layers[1]
     assert layer.kernel_regularizer is not None and layer.recurrent_regularizer is not None
-    cnn = make_forecaster("cnn", **TINY, activation="leaky_relu", leaky_alpha=0.1, layers=3).fit(X[:60], y[:60])
+    cnn = make_forecaster("cnn", **TINY_CNN, activation="leaky_relu", leaky_alpha=0.1, layers=3).fit(X[:60], y[:60])
     assert any(type(lay).__name__ == "LeakyReLU" for lay in cnn.model_.layers)
     assert sum(type(lay).__name__ == "Conv1D" for lay in cnn.model_.layers) == 3
     bi = make_forecaster("bilstm", **TINY)
