@@ -252,6 +252,30 @@ def _load_market(
     return markets[symbol]
 
 
+def check_market(
+    exchange_id: str,
+    symbol: str,
+    timeframe: str,
+    *,
+    base_url: str | None = None,
+    timeout_ms: int = 30000,
+    max_retries: int = 5,
+    backoff_base: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Check that ``exchange_id`` is a ccxt exchange that lists ``symbol`` and offers ``timeframe``
+    (one ``load_markets`` request, retried like every call); writes nothing.
+
+    Raises:
+        ConfigError: unknown exchange id, symbol or timeframe (one line naming it).
+        ExchangeError: the exchange failed after all retries.
+    """
+    exchange = make_exchange(exchange_id, base_url=base_url, timeout_ms=timeout_ms)
+    where = f"{exchange_id} {symbol} {timeframe}"
+    retry = {"max_retries": max_retries, "backoff_base": backoff_base, "sleep": sleep}
+    _load_market(exchange, symbol, timeframe, where, retry)
+
+
 def _download(
     page: Callable[[int | None], list[list[float]]],
     since: pd.Timestamp | None,

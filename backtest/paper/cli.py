@@ -3,7 +3,9 @@
 ``args`` carries ``config``, ``set`` and, per subcommand, ``once``, ``new_account`` or ``out``.
 A :class:`~backtest.errors.WalkforwardError` during ``paper run`` is logged as one
 line (log file next to the ledger, and stderr) and gives exit status 2; errors
-before the ledger is known (a bad config) are left to the CLI's one-line handler.
+before the ledger is known (a bad config, or for a new account a bad exchange id,
+symbol, timeframe or API key: :meth:`PaperTrader.preflight`) are left to the
+CLI's one-line handler and create no file.
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ def paper_run(args: argparse.Namespace) -> int:
     from backtest.paper.paths import account_paths
 
     cfg = load_config(args.config, list(getattr(args, "set", None) or []))
-    log = configure_logging(account_paths(cfg).log)
+    log = configure_logging(None)  # stderr only until the account is known to be valid: no log file yet
     trader = PaperTrader(cfg, new_account=bool(getattr(args, "new_account", False)), logger=log)
+    trader.preflight()  # bad exchange id, symbol or API key: one line, exit 2, no ledger, lock or log file
+    log = configure_logging(account_paths(cfg).log)
     if not getattr(args, "once", False):
         return run_loop(trader)
     with stop_on_signals(trader):

@@ -221,6 +221,26 @@ class PaperTrader:
         if cfg.walkforward.max_folds is not None:
             self.log.info("walkforward.max_folds is ignored: paper trading retrains every walkforward.step bars")
 
+    # ----------------------------------------------------------------- start-up
+    def preflight(self) -> None:
+        """Checks of a new account that need no ledger, before any file is created: the exchange id,
+        the symbol and timeframe (one ``load_markets`` request) and, with ``paper.sandbox_orders``,
+        the sandbox and its API keys. Skipped once the ledger exists (its account was checked).
+
+        Raises ConfigError (bad exchange id, symbol, timeframe or keys) or ExchangeError; writes nothing.
+        """
+        if self.paths.ledger.exists():
+            return
+        from backtest.data.ccxt_source import check_market
+
+        d = self.cfg.data
+        if self.cfg.paper.sandbox_orders:
+            from backtest.paper.sandbox import open_sandbox
+
+            open_sandbox(d)  # keys and sandbox URLs, no request
+        check_market(d.exchange, d.symbol, d.timeframe or "", base_url=d.base_url, timeout_ms=d.timeout_ms,
+                     max_retries=d.max_retries, sleep=self.fetch_sleep)
+
     # ----------------------------------------------------------------- cycle
     def cycle(self, now: pd.Timestamp | str | None = None) -> CycleResult:
         """Fetch, then process every closed bar not yet in the ledger (see the module docstring).
@@ -229,6 +249,7 @@ class PaperTrader:
         (a different config, the candle history changed, another process), ConfigError.
         """
         now = _utc(now) if now is not None else utc_now()
+        self.preflight()  # a bad exchange, symbol or key leaves no ledger, lock or log file
         with _account_lock(self.paths):
             ledger = Ledger.open(self.paths.ledger)
             try:
