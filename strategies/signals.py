@@ -98,5 +98,5 @@ def hold_on_synthetic(signals: pd.DataFrame, synthetic: pd.Series | None) -> pd.
     fake = synthetic.reindex(signals.index, fill_value=False).astype(bool).to_numpy()
     if not fake.any():
         return signals
-    held = signals.astype(float).mask(fake[:, None] if signals.ndim == 2 else fake)
+    held = signals.astype(float).mask(np.broadcast_to(fake[:, None], signals.shape))
     return held.ffill().fillna(0.0).astype(bool)
