@@ -127,12 +127,12 @@ class WalkForwardConfig(_Section):
 ModelConfig = ModelParams
 
 
-def model_config(type: str, **params: Any) -> ModelParams:
-    """A validated ``[models.NAME]`` of ``type`` (e.g. ``model_config("lstm", units=8)``); raises ConfigError."""
+def make_model_config(type: str, **params: Any) -> ModelParams:
+    """A validated ``[models.NAME]`` of ``type`` (e.g. ``make_model_config("lstm", units=8)``); raises ConfigError."""
     try:
         return parse_model_params({"type": type, **params})
     except ValidationError as err:
-        raise ConfigError(_format_error(err, "models", prefix=["models", type])) from None
+        raise ConfigError(_format_error(err, "model config", prefix=["models", type])) from None
 
 
 def _models_before(v: Any) -> Any:

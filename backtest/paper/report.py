@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.config import Config, StrategyConfig, model_config, parse_config
+from backtest.config import Config, StrategyConfig, make_model_config, parse_config
 from backtest.errors import LedgerError
 from backtest.paper.ledger import Account, Ledger, iso, ts
 from backtest.paper.logs import get_logger
@@ -92,7 +92,7 @@ def engine_config(acct: Account, cfg: Config) -> Config:
            "run": {"name": acct.account, "seeds": [acct.seed], "deterministic": ident["deterministic"]}}
     base = parse_config(raw, "ledger identity")
     return base.model_copy(update={
-        "models": {n: model_config(**d) for n, d in ident["models"].items()},
+        "models": {n: make_model_config(**d) for n, d in ident["models"].items()},
         "strategies": {n: StrategyConfig(**d) for n, d in ident["strategies"].items()},
     })
 
