@@ -131,7 +131,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from backtest.predict import format_forecast, predict_next
 
-    print(format_forecast(predict_next(Path(args.run_dir), data_source=args.data, model=args.model)))
+    result = predict_next(Path(args.run_dir), data_source=args.data, model=args.model)
+    for w in result.warnings:
+        print(f"walkforward: warning: {w}", file=sys.stderr)
+    print(format_forecast(result))
     return 0
 
 
