@@ -323,8 +323,8 @@ def compare_runs(run_dirs: list[Path], out_dir: Path, *, force: bool = False) ->
     save_figures(pngs, out_dir / "figures")
     write_json(out_dir / "compare.json", {
         "runs": [{"name": r.name, "path": str(r.path),
-                  "first_test_bar": (r.metrics.get("run") or {}).get("first_test_bar"),
-                  "last_test_bar": (r.metrics.get("run") or {}).get("last_test_bar")} for r in runs],
+                  "first_test_bar": r.metrics.run.first_test_bar,
+                  "last_test_bar": r.metrics.run.last_test_bar} for r in runs],
         "ranked_by": "sharpe",
         "not_comparable": problems,
         "deflated_sharpe": asdict(dsr),
