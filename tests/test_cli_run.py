@@ -177,7 +177,7 @@ def test_a_cli_run_prints_no_tensorflow_start_up_lines(tmp_path) -> None:
 
     conf = tmp_path / "t.toml"
     conf.write_text('[data]\nend = "2018-06-01"\n[features]\nlookback = 8\n[walkforward]\ninitial_train = 200\n'
-                    'step = 60\nmax_folds = 1\n[models.lstm]\ntype = "lstm"\nunits = 4\nepochs = 1\n'
+                    'step = 60\nmax_folds = 1\n[models.lin]\ntype = "linear"\n'
                     '[backtest]\nbootstrap_samples = 100\n[run]\nname = "q"\n')
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TF_")}
     p = subprocess.run([sys.executable, "-m", "backtest.cli", "run", str(conf), "--out", str(tmp_path / "r"),
