@@ -89,7 +89,7 @@ table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0 1rem 0}
 th,td{border:1px solid #ddd;padding:.2rem .45rem;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;position:sticky;top:0}td.l,th.l{text-align:left}
 tr:nth-child(even) td{background:#fafafa}tr.base td{background:#eef2f7;font-weight:600}
-td.good{color:#116b2e}td.bad{color:#9a1c1c}td.sig{font-weight:700}
+td.good{color:#116b2e}td.bad{color:#9a1c1c}td.sig{font-weight:700}td.wrap{white-space:normal;min-width:6rem}
 .scroll{overflow-x:auto}figure{margin:1rem 0 2rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#444;max-width:1100px}.note{font-size:.85rem;color:#444}
 dl.run{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem;font-size:.9rem}dl.run dt{font-weight:600}
@@ -268,7 +268,8 @@ def _summary_table(metrics: RunMetrics) -> str:
     body, classes = [], []
     for i, r in enumerate(rows, 1):
         diff = "n/a" if r.total_return is None or bh_ret is None else f"{100 * (r.total_return - bh_ret):+.1f}"
-        flags = Cell("⚑ " + "; ".join(r.flags), "l bad", title="; ".join(r.flags)) if r.flags else Cell("", "l")
+        flags = (Cell("⚑ " + ", ".join(f.split(" (")[0] for f in r.flags), "l bad wrap", title="; ".join(r.flags))
+                 if r.flags else Cell("", "l"))
         body.append([
             i, Cell(r.portfolio, "l"),
             fmt_pct(r.total_return, 1).rstrip("%"), diff, fmt_num(r.sharpe), fmt_num(r.sortino),
