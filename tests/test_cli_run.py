@@ -215,6 +215,13 @@ def test_sweep_runs_grid_with_seeds_then_compares(tmp_path, capsys) -> None:
     preds = pd.read_csv(tmp_path / "sw" / runs[0] / "predictions.csv")
     assert set(preds["seed"]) == {0, 1}
     assert (tmp_path / "sw" / "compare" / "compare.html").is_file()
+    # the sweep's deflated Sharpe counts every grid point x seed x model strategy
+    cmp_json = json.loads((tmp_path / "sw" / "compare" / "compare.json").read_text())
+    tried = [f"{r}: {p['label']}" for r in runs
+             for p in json.loads((tmp_path / "sw" / r / "metrics.json").read_text())["portfolios"].values() if p["model"]]
+    assert len(tried) == 2 * 2 * 3  # 2 grid points x 2 seeds x (linear/lf, persistence/lf, ens)
+    assert sorted(cmp_json["deflated_sharpe"]["trials"]) == sorted(tried)
+    assert cmp_json["deflated_sharpe"]["n_trials"] == len(tried)
     assert main(["sweep", str(conf), "--grid", "models.linear.alpah=1", "--out", str(tmp_path / "sw2")]) == 2
     assert "did you mean 'alpha'" in capsys.readouterr().err and not (tmp_path / "sw2").exists()
 
