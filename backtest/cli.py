@@ -9,16 +9,52 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from backtest.errors import WalkforwardError
 
 
+#: TensorFlow start-up lines that are not errors. They come from absl's C++ logging *before*
+#: ``absl::InitializeLog()`` runs during ``import tensorflow``, which writes every message to fd 2
+#: and ignores ``TF_CPP_MIN_LOG_LEVEL`` (cudart_stub.cc: "Could not find cuda drivers on your
+#: machine, GPU will not be used."; cpu_feature_guard.cc: "This TensorFlow binary is optimized...").
+_TF_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog|cudart_stub\.cc|cpu_feature_guard\.cc"
+    r"|To enable the following instructions|rebuild TensorFlow with the appropriate compiler flags"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning|oneDNN custom operations are on"
+)
+
+
 def _quiet_tensorflow() -> None:
+    """Import TensorFlow once with its C++ start-up notices filtered out of stderr.
+
+    fd 2 is sent to a temporary file during the import; afterwards every captured line that is not a
+    known notice (:data:`_TF_NOISE`) is written back to stderr, so real errors still show.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            pass  # another Keras backend (JAX, PyTorch): nothing to silence
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [ln for ln in tmp.read().decode("utf-8", "replace").splitlines()
+                    if ln.strip() and not _TF_NOISE.search(ln)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
 
 
 # --- data --------------------------------------------------------------------------------
@@ -58,6 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from backtest.pipeline import run_all
 
     result = run_all(cfg, args.out, progress=not args.no_progress)
+    from backtest.evaluate import format_summary
+
+    print(format_summary(result.evaluation.metrics))
     print(f"run directory: {result.run_dir}")
     print(f"report: {result.report_path}")
     return 0
@@ -74,7 +113,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from reports.compare import compare_runs
 
-    path = compare_runs([Path(p) for p in args.run_dirs], Path(args.out))
+    path = compare_runs([Path(p) for p in args.run_dirs], Path(args.out), force=args.force)
     print(f"comparison report: {path}")
     return 0
 
@@ -93,7 +132,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from backtest.predict import format_forecast, predict_next
 
-    print(format_forecast(predict_next(Path(args.run_dir), data_source=args.data, model=args.model)))
+    result = predict_next(Path(args.run_dir), data_source=args.data, model=args.model)
+    for w in result.warnings:
+        print(f"walkforward: warning: {w}", file=sys.stderr)
+    print(format_forecast(result))
     return 0
 
 
@@ -161,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_ = sub.add_parser("compare", help="comparison report across run directories")
     cmp_.add_argument("run_dirs", nargs="+", help="run directories")
     cmp_.add_argument("--out", required=True, help="folder for compare.html")
+    cmp_.add_argument("--force", action="store_true",
+                      help="compare runs whose test spans, symbols or timeframes differ (the report flags it)")
     cmp_.set_defaults(func=cmd_compare)
 
     sweep = sub.add_parser("sweep", help="run a grid of configs (and seeds), then compare them")

@@ -178,6 +178,9 @@ class BacktestConfig(_Section):
     slippage: float = Field(0.0005, ge=0.0, lt=1.0, description="fraction of price lost per fill; 0.0005 = 0.05%")
     init_cash: float = Field(10_000.0, gt=0.0, description="starting cash in the quote currency")
     bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="bootstrap resamples for the Sharpe-difference interval")
+    significance_level: float = Field(0.05, gt=0.0, lt=0.5, description="level of the tests behind a verdict: 'beats' only when the two-sided p-value is below it; 0.05 = 5%")
+    min_trades: int = Field(10, ge=0, description="a portfolio with fewer trades is flagged 'few trades'")
+    min_exposure: float = Field(0.05, ge=0.0, le=1.0, description="a portfolio in the market for a smaller share of bars is flagged 'low exposure'; 0.05 = 5%")
 
 
 class RunConfig(_Section):

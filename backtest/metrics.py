@@ -6,7 +6,6 @@ the timeframe's bars per year (365 for ``1d``, 8,760 for ``1h``), durations in d
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -16,15 +15,7 @@ from sklearn.metrics import (
 )
 
 from backtest import significance as sig
-
-
-def _f(x: Any) -> float | None:
-    """A JSON-friendly float (None for NaN/inf)."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+from backtest.schema import finite as _f
 
 
 def classification(y_true: np.ndarray, predicted_up: np.ndarray) -> dict[str, Any]:
@@ -113,7 +104,9 @@ def portfolio_stats(pf: Any, column: str, periods_per_year: float, positions: pd
         "total_return": _f(total),
         "cagr": _f(acc.annualized()),
         "volatility": _f(acc.annualized_volatility()),
-        "sharpe": _f(acc.sharpe_ratio()),
+        # A portfolio whose value never moves (always flat) has Sharpe 0, not "undefined": it ranks
+        # above losing strategies and below winning ones, as it should.
+        "sharpe": 0.0 if _never_moves(rets.iloc[1:]) else _f(acc.sharpe_ratio()),
         "sortino": _f(acc.sortino_ratio()),
         "calmar": _f(acc.calmar_ratio()),
         "max_drawdown": _f(col.max_drawdown()),
@@ -125,6 +118,11 @@ def portfolio_stats(pf: Any, column: str, periods_per_year: float, positions: pd
         "fees_paid": _f(col.orders.fees.sum()) if col.orders.count() else 0.0,
         "final_value": _f(col.final_value()),
     }
+
+
+def _never_moves(returns: pd.Series) -> bool:
+    r = returns.to_numpy(dtype="float64")
+    return bool(len(r)) and bool(np.all(r == 0.0))
 
 
 def mean_std(blocks: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:

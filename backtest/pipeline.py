@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from backtest.atomic import write_json, write_text
+from backtest.atomic import write_text
 from backtest.config import Config
 from backtest.evaluate import Evaluation, evaluate
 from backtest.run import ForecastRun, run_forecasts
@@ -28,7 +28,7 @@ class RunResult:
 
 def write_evaluation(run_dir: Path, ev: Evaluation) -> None:
     """``metrics.json``, ``equity.csv`` (wide, quote currency at each bar's close) and ``trades.csv``."""
-    write_json(run_dir / "metrics.json", ev.metrics)
+    ev.metrics.write(run_dir / "metrics.json")
     write_text(run_dir / "equity.csv", ev.equity.to_csv(float_format="%.6f"))
     write_text(run_dir / "trades.csv", ev.trades.to_csv(index=False))
 

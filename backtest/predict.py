@@ -1,39 +1,55 @@
-"""``walkforward predict``: tomorrow's forecast from a finished run's newest fold model.
+"""``walkforward predict``: the next bar's forecast and signals from a finished run's newest fold models.
 
 The forecast is for bar ``T+1`` where ``T`` is the data's last *closed* bar: the
 input window ends at ``T`` (bars <= T only), the model and its fitted transform
-are the ones the run's last fold trained (on rows whose targets were known
-before that fold's first test bar). It is a forecast, not a measured result:
-its track record is the run's out-of-sample metrics.
+are the ones the run's last fold trained (on rows ``t <= T0 - 1 - horizon``,
+``T0`` = that fold's first test bar). Signals come from the backtest's own
+code (:func:`strategies.build.build_signals`): the new forecast row is appended
+to the run's out-of-sample predictions, so K-step sums, hysteresis state,
+ensembles and baselines are exactly what the backtest would have decided; the
+signal for bar ``T+1`` is the last row. It is a forecast, not a measured
+result: its track record is the run's out-of-sample metrics.
 """
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from backtest.data.frame import timeframe_delta
 from backtest.data.load import load_data, load_source
 from backtest.errors import RunDirError
 from backtest.features import feature_matrix
 from backtest.rundir import read_run
-from strategies.signals import long_flat, round_trip_cost
+from strategies.build import build_signals
 
 
 @dataclass
 class NextForecast:
-    """One model's forecast for the bar after ``last_bar``."""
+    """One model's forecast for the bar after ``last_bar`` (lowest seed)."""
 
     model: str
     last_bar: pd.Timestamp  # bar T, open time UTC; its close is the last price the model saw
+    next_bar: pd.Timestamp  # bar T+1, open time UTC: the bar forecast and traded (at its open)
     last_close: float
     predicted_return: float  # log return r̂[T+1]
     predicted_close: float  # last_close * exp(r̂), quote currency
-    signals: dict[str, str]  # strategy -> "long" | "flat" for bar T+1
+    signals: dict[str, str]  # strategy -> "long" | "flat" for bar T+1 (this model's portfolios)
     fold: int
+    train_end: pd.Timestamp  # the last training row's timestamp of that fold (its target known before T0)
     quote: str
+
+
+@dataclass
+class NextBar:
+    """Every model's forecast, every portfolio's signal for bar T+1, and warnings (one line each)."""
+
+    forecasts: list[NextForecast]
+    portfolios: dict[str, str]  # portfolio label -> "long" | "flat" (incl. ensembles and baselines)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _newest_fold(run_dir: Path, model: str, seed: int) -> Path:
@@ -46,50 +62,100 @@ def _newest_fold(run_dir: Path, model: str, seed: int) -> Path:
     raise RunDirError(f"{run_dir}: no finished fold with a saved model for {model!r}")
 
 
-def predict_next(run_dir: Path, *, data_source: str | None = None, model: str | None = None) -> list[NextForecast]:
-    """Forecast the bar after the data's last closed bar for each model of the run (or just ``model``)."""
+def _source_symbol(spec: str) -> str | None:
+    if spec == "bundled":
+        return "BTC/USDT"
+    if spec.startswith("ccxt:") and spec.count(":") == 3:
+        return spec.split(":")[2]
+    return None  # a file: no symbol in it
+
+
+def predict_next(run_dir: Path, *, data_source: str | None = None, model: str | None = None) -> NextBar:
+    """Forecast the bar after the data's last closed bar with each model of the run (shown: just ``model``).
+
+    A model is reported as stale (``warnings``) when it is older than one retraining step: the forecast
+    bar lies beyond its fold's first test bar + ``walkforward.step`` + ``features.horizon`` bars, i.e. the
+    data holds a full step of newer rows with known targets and a re-run would train a newer model.
+
+    Refuses (one-line :class:`RunDirError`) data of another timeframe or symbol than the run's.
+    """
     from models.base import Forecaster
 
-    cfg, _meta, _preds = read_run(run_dir)
-    data = load_source(data_source, timeframe=cfg.data.timeframe, repair=cfg.data.repair) if data_source else \
-        load_data(cfg.data, fetch=False) if cfg.data.source == "ccxt" else load_data(cfg.data)
-    bars = data.bars
-    names = [model] if model else list(cfg.models)
+    run_dir = Path(run_dir)
+    cfg, meta, preds = read_run(run_dir)
     if model and model not in cfg.models:
         raise RunDirError(f"{run_dir}: no model {model!r}; models: {', '.join(cfg.models)}")
+    data = load_source(data_source, repair=cfg.data.repair) if data_source else \
+        load_data(cfg.data, fetch=False) if cfg.data.source == "ccxt" else load_data(cfg.data)
+    run_tf = str((meta.get("data") or {}).get("timeframe") or cfg.data.timeframe)
+    if data.timeframe != run_tf:
+        raise RunDirError(f"{data.source}: {data.timeframe} bars, but the run {run_dir} was made on {run_tf} bars")
+    symbol = _source_symbol(data_source) if data_source else cfg.data.symbol
+    if symbol is not None and symbol != cfg.data.symbol:
+        raise RunDirError(f"{data.source}: {symbol} data, but the run {run_dir} was made on {cfg.data.symbol}")
+    bars = data.bars
+    delta = timeframe_delta(data.timeframe)
     feats_df = feature_matrix(bars, cfg.features.inputs)
     feats, close = feats_df.to_numpy(), bars["close"].to_numpy()
     row = np.array([len(bars) - 1])
     if np.isnan(feats[len(bars) - cfg.features.lookback:]).any():
         raise RunDirError(f"{data.source}: too few bars for a {cfg.features.lookback}-bar window")
-    thr = round_trip_cost(cfg.backtest.fees, cfg.backtest.slippage)
-    quote = cfg.data.symbol.split("/")[-1] if "/" in cfg.data.symbol else ""
-    out = []
+    last, nxt = bars.index[-1], bars.index[-1] + delta
+    quote = cfg.data.symbol.split("/")[-1].split(":")[0] if "/" in cfg.data.symbol else ""
+    steps = [c for c in preds.columns if c.startswith("y_pred_h")]
+    names = list(cfg.models)  # every model: ensembles need them all; ``model`` only narrows what is shown
+    new_rows, info, warnings = [], {}, []
     for name in names:
-        d = _newest_fold(Path(run_dir), name, cfg.run.seeds[0])
-        tr = pickle.loads((d / "transform.pkl").read_bytes())
-        fc = Forecaster.load(d / "model")
-        z = fc.predict(tr.transform_X(feats, row))
-        r = float((z if fc.target_space == "return" else tr.decode_y(z, close, row))[0, 0])
-        sigs = {}
-        for sname, s in cfg.strategies.items():
-            if s.type == "long_flat":
-                t = thr if s.threshold is None else s.threshold
-                on = bool(long_flat(pd.Series([r]), t, s.entry_threshold, s.exit_threshold).iloc[0])
-                sigs[sname] = "long" if on else "flat"
-        out.append(NextForecast(name, bars.index[-1], float(close[-1]), r, float(close[-1] * np.exp(r)), sigs, int(d.parent.name), quote))
-    return out
+        for seed in cfg.run.seeds:
+            d = _newest_fold(run_dir, name, seed)
+            tr = pickle.loads((d / "transform.pkl").read_bytes())
+            fc = Forecaster.load(d / "model")
+            z = fc.predict(tr.transform_X(feats, row))
+            r = np.asarray(z if fc.target_space == "return" else tr.decode_y(z, close, row), dtype=float)[0]
+            test_start = pd.Timestamp(pd.read_csv(d / "forecasts.csv", usecols=["timestamp"])["timestamp"].iloc[0])
+            test_start = test_start.tz_localize("UTC") if test_start.tzinfo is None else test_start
+            new = {"timestamp": last, "model": name, "seed": seed, "fold": int(d.parent.name), "y_true": np.nan,
+                   "y_pred": float(r[0]), "close": float(close[-1]), "pred_close": float(close[-1] * np.exp(r[0]))}
+            for i, c in enumerate(steps):
+                new[c] = float(r[i]) if i < len(r) else np.nan
+            new_rows.append(new)
+            if seed == cfg.run.seeds[0]:
+                info[name] = (new, int(d.parent.name), test_start - (1 + cfg.features.horizon) * delta)
+                # The schedule retrains every `step` bars from the fold's first test bar T0. A forecast bar
+                # beyond T0 + step + horizon means the data holds a full step of newer rows with known
+                # targets, so a re-run would train a newer model than this one.
+                if nxt > test_start + (cfg.walkforward.step + cfg.features.horizon) * delta:
+                    warnings.append(f"model {name!r} (fold {int(d.parent.name)}) is older than one retraining step: "
+                                    f"trained on bars up to {info[name][2].isoformat()}, {cfg.walkforward.step}-bar "
+                                    f"step, forecasting {nxt.isoformat()}; re-run the run on newer data")
+    keep = preds[preds["timestamp"] < last]
+    allp = pd.concat([keep, pd.DataFrame(new_rows)], ignore_index=True).sort_values(["model", "seed", "timestamp"])
+    signals, specs = build_signals(cfg, allp, bars)
+    state = {s.label: ("long" if bool(signals[s.label].iloc[-1]) else "flat") for s in specs}
+    if model:
+        warnings = [w for w in warnings if w.startswith(f"model {model!r}")]
+    out = []
+    for name in ([model] if model else names):
+        new, fold, train_end = info[name]
+        mine = {s.strategy: state[s.label] for s in specs if s.model == name
+                and (s.seed is None or s.seed == cfg.run.seeds[0])}
+        out.append(NextForecast(name, last, nxt, float(close[-1]), new["y_pred"], new["pred_close"], mine, fold,
+                                train_end, quote))
+    return NextBar(out, state, warnings)
 
 
-def format_forecast(items: list[NextForecast]) -> str:
-    """Terminal table: model, predicted return [%], implied close, signal per strategy."""
+def format_forecast(result: NextBar) -> str:
+    """Terminal table: model, predicted return [%], implied close, signal per strategy, fold and training end."""
+    items = result.forecasts
     if not items:
         return "no models"
     first = items[0]
-    nxt = "the next bar"
-    lines = [f"last closed bar {first.last_bar.isoformat()} close {first.last_close:,.2f} {first.quote}; forecasts for {nxt}:"]
+    lines = [f"last closed bar {first.last_bar.isoformat()} close {first.last_close:,.2f} {first.quote}; "
+             f"forecasts for the bar opening {first.next_bar.isoformat()} (signals trade at its open):"]
     for it in items:
         sig = ", ".join(f"{k}: {v}" for k, v in it.signals.items()) or "-"
         lines.append(f"  {it.model:<14} return {100 * (np.exp(it.predicted_return) - 1):+.3f}%  "
-                     f"close {it.predicted_close:,.2f} {it.quote}  signal {sig}  (model of fold {it.fold})")
+                     f"close {it.predicted_close:,.2f} {it.quote}  signal {sig}  "
+                     f"(model of fold {it.fold}, trained on bars up to {it.train_end.isoformat()})")
+    lines.append("  portfolios: " + ", ".join(f"{k}: {v}" for k, v in result.portfolios.items()))
     return "\n".join(lines)

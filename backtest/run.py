@@ -115,6 +115,14 @@ def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = Fal
     return ForecastRun(run_dir, data, preds, history, resumed, len(folds))
 
 
+def progress_text(r: FoldResult, n_folds: int) -> str:
+    """The progress bar's note for one finished fold; the best validation loss only where there was validation."""
+    model, seed, k = r.task_key
+    val = r.best_val_loss
+    best = f" best val {val:.4g}" if val is not None and np.isfinite(val) else ""
+    return f"{model} seed {seed} fold {k + 1}/{n_folds} train {r.train_rows} rows{best}{' (resumed)' if r.skipped else ''}"
+
+
 def _progress(total: int, n_folds: int, enabled: bool):  # type: ignore[no-untyped-def]
     """A tqdm bar over fold tasks (stderr), or a no-op callback."""
     if not enabled:
@@ -124,9 +132,7 @@ def _progress(total: int, n_folds: int, enabled: bool):  # type: ignore[no-untyp
     bar = tqdm(total=total, unit="fold", file=sys.stderr, dynamic_ncols=True)
 
     def update(r: FoldResult) -> None:
-        model, seed, k = r.task_key
-        bar.set_postfix_str(f"{model} seed {seed} fold {k + 1}/{n_folds} train {r.train_rows} rows "
-                            f"best val {r.best_val_loss:.4g}{' (resumed)' if r.skipped else ''}")
+        bar.set_postfix_str(progress_text(r, n_folds))
         bar.update(1)
 
     update.close = bar.close  # type: ignore[attr-defined]

@@ -364,7 +364,10 @@ def bootstrap_sharpe_diff(
     -------
     dict
         ``sharpe_diff`` (annualised strategy minus benchmark Sharpe),
-        ``ci_low``, ``ci_high`` (annualised), ``p_value``, ``n_boot`` (finite
+        ``ci_low``, ``ci_high`` (annualised), ``p_value`` (one-sided, H1: strategy
+        better), ``p_value_worse`` (one-sided, H1: strategy worse: share of
+        differences ``>= 0``), ``p_value_two_sided`` (2 x the smaller of the
+        two, capped at 1), ``n_boot`` (finite
         replications used), ``block`` (expected block length, bars),
         ``sharpe_strategy``, ``sharpe_benchmark`` (annualised), ``n``;
         plus ``note`` where undefined.
@@ -397,6 +400,8 @@ def bootstrap_sharpe_diff(
         "ci_low": _NAN,
         "ci_high": _NAN,
         "p_value": _NAN,
+        "p_value_worse": _NAN,
+        "p_value_two_sided": _NAN,
         "n_boot": 0,
         "block": _NAN,
         "sharpe_strategy": _f(sr_s * ann),
@@ -430,6 +435,8 @@ def bootstrap_sharpe_diff(
     out["ci_low"] = float(lo)
     out["ci_high"] = float(hi)
     out["p_value"] = float(np.mean(diffs <= 0.0))
+    out["p_value_worse"] = float(np.mean(diffs >= 0.0))
+    out["p_value_two_sided"] = float(min(1.0, 2.0 * min(out["p_value"], out["p_value_worse"])))
     return out
 
 

@@ -8,13 +8,17 @@ the configuration's label is the run folder's name), and writes to ``out_dir``:
 * ``compare.json`` -- the ranked table;
 * ``figures/equity.png`` and, when some run has several seeds, ``figures/seeds.png``.
 
-Ranking is by annualised Sharpe ratio, highest first (undefined Sharpe last).
-Runs with different test spans are not strictly comparable; the table shows
-each run's span so that is visible.
+Ranking is by annualised Sharpe ratio, highest first (undefined Sharpe last;
+a flat portfolio has Sharpe 0). Runs are compared only when their test spans,
+symbols and timeframes agree (:class:`RunDirError` otherwise); with
+``force=True`` they are compared anyway and the page says, in red at the top,
+what differs. A run directory named twice is compared once. The page also
+gives the deflated Sharpe ratio of the best portfolio over every model x
+strategy x seed of every run (in a sweep: every grid point x seed).
 """
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 import math
 import re
 from dataclasses import dataclass
@@ -27,9 +31,10 @@ from matplotlib.figure import Figure
 
 from backtest.atomic import write_json, write_text
 from backtest.errors import RunDirError
+from backtest.schema import RunMetrics, SchemaError
 from reports.figures import BASELINES, _color, _date_axis, _log_y, _message, _naive_utc, _quote
-from reports.html import (Cell, esc, figure_png, fmt_num, fmt_pct, html_table, img_tag, page, save_figures,
-                          verdict_class)
+from reports.html import (Cell, esc, figure_png, fmt_num, fmt_p, fmt_pct, html_table, img_tag, page, save_figures,
+                          verdict_cell)
 
 __all__ = ["RunData", "load_run", "ranked_table", "seed_samples", "equity_overlay", "seed_boxplots", "compare_runs"]
 
@@ -42,7 +47,7 @@ class RunData:
 
     name: str
     path: Path
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     equity: pd.DataFrame
     config_text: str
 
@@ -56,11 +61,9 @@ def load_run(run_dir: str | Path) -> RunData:
         if not (d / fname).is_file():
             raise RunDirError(f"{d}: not a finished run ({fname} missing)")
     try:
-        metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
-        if not isinstance(metrics, dict) or not isinstance(metrics.get("summary"), list):
-            raise ValueError('no "summary" list')
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunDirError(f"{d}: corrupt metrics.json ({_first_line(exc)})") from None
+        metrics = RunMetrics.read(d / "metrics.json")
+    except SchemaError as exc:
+        raise RunDirError(f"{d}: corrupt metrics.json ({_first_line(exc).removeprefix('metrics.json: ')})") from None
     try:
         eq = pd.read_csv(d / "equity.csv")
         if "timestamp" not in eq.columns:
@@ -81,16 +84,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _f(v: Any) -> float | None:
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 def _unique_names(runs: list[RunData]) -> list[RunData]:
     """Give runs with the same folder name distinct labels ("name", "name (2)", ...)."""
     seen: dict[str, int] = {}
@@ -106,32 +99,29 @@ def _unique_names(runs: list[RunData]) -> list[RunData]:
 
 
 def ranked_table(runs: list[RunData]) -> pd.DataFrame:
-    """Every run × portfolio of ``metrics["summary"]``, ranked by Sharpe (highest first, undefined last).
+    """Every run × portfolio of the runs' summaries, ranked by Sharpe (highest first, undefined last).
 
     Columns: ``rank, run, portfolio, model, strategy, total_return, sharpe,
-    max_drawdown, f1, verdict, first_test_bar, last_test_bar`` (fractions as in
-    metrics.json; max_drawdown as a non-negative magnitude).
+    max_drawdown, f1, p_value_two_sided, verdict (a Verdict), flags, first_test_bar,
+    last_test_bar`` (fractions as in metrics.json; max_drawdown as a non-negative magnitude).
     """
     rows = []
     for r in runs:
-        info = r.metrics.get("run") or {}
-        for s in r.metrics.get("summary") or []:
-            if not isinstance(s, dict):
-                continue
-            dd = _f(s.get("max_drawdown"))
+        info = r.metrics.run
+        for s in r.metrics.summary:
             rows.append({
-                "run": r.name, "portfolio": str(s.get("portfolio")), "model": s.get("model"),
-                "strategy": s.get("strategy"), "total_return": _f(s.get("total_return")),
-                "sharpe": _f(s.get("sharpe")), "max_drawdown": None if dd is None else abs(dd),
-                "f1": _f(s.get("f1")), "verdict": s.get("verdict"),
-                "first_test_bar": info.get("first_test_bar"), "last_test_bar": info.get("last_test_bar"),
+                "run": r.name, "portfolio": s.portfolio, "model": s.model, "strategy": s.strategy,
+                "total_return": s.total_return, "sharpe": s.sharpe,
+                "max_drawdown": None if s.max_drawdown is None else abs(s.max_drawdown), "f1": s.f1,
+                "p_value_two_sided": s.sharpe_diff_p_value_two_sided, "verdict": s.verdict, "flags": list(s.flags),
+                "first_test_bar": info.first_test_bar, "last_test_bar": info.last_test_bar,
             })
     cols = ["rank", "run", "portfolio", "model", "strategy", "total_return", "sharpe", "max_drawdown", "f1",
-            "verdict", "first_test_bar", "last_test_bar"]
+            "p_value_two_sided", "verdict", "flags", "first_test_bar", "last_test_bar"]
     if not rows:
         return pd.DataFrame(columns=cols)
     table = pd.DataFrame(rows)
-    key = table["sharpe"].astype(float).fillna(-np.inf)
+    key = pd.to_numeric(table["sharpe"], errors="coerce").astype(float).fillna(-np.inf)
     table = table.iloc[np.argsort(-key.to_numpy(), kind="stable")].reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table[cols]
@@ -140,52 +130,46 @@ def ranked_table(runs: list[RunData]) -> pd.DataFrame:
 def seed_samples(runs: list[RunData]) -> pd.DataFrame:
     """One row per configuration × seed for runs with several seeds: ``config, seed, sharpe, total_return, f1``.
 
-    ``config`` is ``"<run>: <portfolio without /seed=N>"``. Taken from summary
-    rows labelled ``.../seed=N``; failing those, from ``equity.csv`` columns
-    with that suffix (total return = last / first - 1; Sharpe = mean / std of
-    per-bar returns × sqrt(periods_per_year)) with F1 from the model's
-    ``per_seed`` classification; failing those, per-seed F1 of each model
-    (``config = "<run>: <model>"``) when ``per_seed`` has more than one seed.
+    ``config`` is ``"<run>: <portfolio without /seed=N>"``, from summary rows labelled ``.../seed=N``.
     """
     rows: list[dict[str, Any]] = []
     for r in runs:
-        got = []
-        for s in r.metrics.get("summary") or []:
-            m = _SEED_RE.match(str(s.get("portfolio", ""))) if isinstance(s, dict) else None
+        for s in r.metrics.summary:
+            m = _SEED_RE.match(s.portfolio)
             if m:
-                got.append({"config": f"{r.name}: {m['base']}", "seed": int(m["seed"]),
-                            "sharpe": _f(s.get("sharpe")), "total_return": _f(s.get("total_return")),
-                            "f1": _f(s.get("f1"))})
-        if not got:
-            ppy = _f((r.metrics.get("run") or {}).get("periods_per_year"))
-            for col in r.equity.columns:
-                m = _SEED_RE.match(str(col))
-                if not m:
-                    continue
-                values = r.equity[col].dropna()
-                rets = values.pct_change().dropna()
-                total = float(values.iloc[-1] / values.iloc[0] - 1) if len(values) > 1 and values.iloc[0] else None
-                sd = float(rets.std()) if len(rets) > 1 else 0.0
-                sharpe = float(rets.mean() / sd * math.sqrt(ppy)) if sd > 0 and ppy else None
-                model = m["base"].split("/")[0]
-                cls = _per_seed(r.metrics, model, m["seed"])
-                got.append({"config": f"{r.name}: {m['base']}", "seed": int(m["seed"]), "sharpe": sharpe,
-                            "total_return": total, "f1": _f((cls or {}).get("f1"))})
-        if not got:
-            for model, block in (r.metrics.get("models") or {}).items():
-                per_seed = (block or {}).get("per_seed") or {}
-                if len(per_seed) > 1:
-                    for seed, vals in per_seed.items():
-                        got.append({"config": f"{r.name}: {model}", "seed": seed, "sharpe": None,
-                                    "total_return": None, "f1": _f(((vals or {}).get("classification") or {}).get("f1"))})
-        rows += got
+                rows.append({"config": f"{r.name}: {m['base']}", "seed": int(m["seed"]), "sharpe": s.sharpe,
+                             "total_return": s.total_return, "f1": s.f1})
     return pd.DataFrame(rows, columns=["config", "seed", "sharpe", "total_return", "f1"])
 
 
-def _per_seed(metrics: dict[str, Any], model: str, seed: str) -> dict[str, Any] | None:
-    per_seed = ((metrics.get("models") or {}).get(model) or {}).get("per_seed") or {}
-    block = per_seed.get(str(seed)) or per_seed.get(int(seed))  # type: ignore[call-overload]
-    return (block or {}).get("classification")
+def mismatches(runs: list[RunData]) -> list[str]:
+    """What makes the runs not comparable: differing test spans, symbols or timeframes (one line each)."""
+    out = []
+    for what, get in (("test span", lambda m: f"{m.run.first_test_bar} → {m.run.last_test_bar}"),
+                      ("symbol", lambda m: m.run.symbol), ("timeframe", lambda m: m.run.timeframe)):
+        values = {r.name: get(r.metrics) for r in runs}
+        if len(set(values.values())) > 1:
+            out.append(f"{what} differs: " + "; ".join(f"{k}: {v}" for k, v in values.items()))
+    return out
+
+
+def deflated_sharpe_over_runs(runs: list[RunData]):  # type: ignore[no-untyped-def]
+    """The deflated Sharpe ratio of the best portfolio over every model x strategy x seed of every run.
+
+    Per-bar returns come from each run's ``equity.csv`` (without the first bar, nothing executed there),
+    on the bars the runs share; trials are labelled ``"<run>: <portfolio>"``."""
+    from backtest.evaluate import deflated_sharpe
+
+    cols: dict[str, pd.Series] = {}
+    sharpes: dict[str, float | None] = {}
+    for r in runs:
+        for s in r.metrics.summary:
+            if s.model is not None and s.portfolio in r.equity.columns:
+                key = f"{r.name}: {s.portfolio}"
+                cols[key] = r.equity[s.portfolio].pct_change().iloc[1:]
+                sharpes[key] = s.sharpe
+    frame = pd.DataFrame(cols).dropna()
+    return deflated_sharpe(frame, list(frame.columns), sharpes)
 
 
 # --------------------------------------------------------------------------- figures
@@ -194,15 +178,12 @@ def _per_seed(metrics: dict[str, Any], model: str, seed: str) -> dict[str, Any] 
 def _best_portfolio(run: RunData) -> str | None:
     """The run's best non-baseline portfolio present in equity.csv (summary is sorted best first)."""
     cols = set(map(str, run.equity.columns))
-    summary = [s for s in run.metrics.get("summary") or [] if isinstance(s, dict)]
-    for s in summary:
-        label = str(s.get("portfolio"))
-        if label not in BASELINES and s.get("model") is not None and label in cols:
-            return label
-    for s in summary:
-        label = str(s.get("portfolio"))
-        if label not in BASELINES and label in cols:
-            return label
+    for s in run.metrics.summary:
+        if s.portfolio not in BASELINES and s.model is not None and s.portfolio in cols:
+            return s.portfolio
+    for s in run.metrics.summary:
+        if s.portfolio not in BASELINES and s.portfolio in cols:
+            return s.portfolio
     return None
 
 
@@ -284,38 +265,50 @@ def _hbox(ax: Any, data: list[np.ndarray], pos: list[int]) -> None:
 
 def _ranked_html(table: pd.DataFrame) -> str:
     headers = ["#", ("Run", "l"), ("Portfolio", "l"), "Total return [%]", "Sharpe", "Max drawdown [%]", "F1",
-               ("Verdict", "l"), ("Test span (UTC)", "l")]
+               "Boot. p (2-sided)", ("Verdict vs buy & hold", "l"), ("Flags", "l"), ("Test span (UTC)", "l")]
     body, classes = [], []
     for r in table.to_dict("records"):
         span = f"{r.get('first_test_bar') or 'n/a'} → {r.get('last_test_bar') or 'n/a'}"
+        flags = "; ".join(r["flags"])
         body.append([r["rank"], Cell(r["run"], "l"), Cell(r["portfolio"], "l"),
                      fmt_pct(r["total_return"], 1).rstrip("%"), fmt_num(r["sharpe"]),
-                     fmt_pct(r["max_drawdown"], 1).rstrip("%"), fmt_num(r["f1"], 3),
-                     Cell(r.get("verdict") or "", "l " + verdict_class(r.get("verdict"))), Cell(span, "l")])
+                     fmt_pct(r["max_drawdown"], 1).rstrip("%"), fmt_num(r["f1"], 3), fmt_p(r["p_value_two_sided"]),
+                     verdict_cell(r["verdict"]), Cell(("⚑ " + flags) if flags else "", "l bad" if flags else "l"),
+                     Cell(span, "l")])
         classes.append("base" if r["portfolio"] in BASELINES or r.get("model") is None else "")
     return html_table(headers, body, row_classes=classes, table_id="ranked")
 
 
 def _json_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
+    from dataclasses import asdict, is_dataclass
+
     out = []
     for r in table.to_dict("records"):
         out.append({k: (None if isinstance(v, float) and not math.isfinite(v) else
+                        asdict(v) if is_dataclass(v) else
                         int(v) if isinstance(v, np.integer) else v) for k, v in r.items()})
     return out
 
 
-def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
+def compare_runs(run_dirs: list[Path], out_dir: Path, *, force: bool = False) -> Path:
     """Compare finished runs; write ``compare.html``, ``compare.json`` and ``figures/*.png`` to ``out_dir``.
 
     Raises :class:`RunDirError` (one line naming the directory) for a missing
     run directory or a missing / corrupt ``metrics.json``, ``equity.csv`` or
-    ``config.toml``; nothing is written then. Returns the path of compare.html.
+    ``config.toml``, and (unless ``force``) for runs whose test spans, symbols or
+    timeframes differ; nothing is written then. A directory named twice counts
+    once. Returns the path of compare.html.
     """
     if not run_dirs:
         raise RunDirError("compare: no run directories given")
-    runs = _unique_names([load_run(d) for d in run_dirs])
+    unique = list(dict.fromkeys(Path(d).resolve() for d in run_dirs))
+    runs = _unique_names([load_run(d) for d in unique])
+    problems = mismatches(runs)
+    if problems and not force:
+        raise RunDirError(f"compare: runs are not comparable ({problems[0]}); use --force to compare anyway")
     out_dir = Path(out_dir)
     table = ranked_table(runs)
+    dsr = deflated_sharpe_over_runs(runs)
     samples = seed_samples(runs)
 
     figures: dict[str, Figure] = {"equity": equity_overlay(runs)}
@@ -330,20 +323,31 @@ def compare_runs(run_dirs: list[Path], out_dir: Path) -> Path:
     save_figures(pngs, out_dir / "figures")
     write_json(out_dir / "compare.json", {
         "runs": [{"name": r.name, "path": str(r.path),
-                  "first_test_bar": (r.metrics.get("run") or {}).get("first_test_bar"),
-                  "last_test_bar": (r.metrics.get("run") or {}).get("last_test_bar")} for r in runs],
+                  "first_test_bar": r.metrics.run.first_test_bar,
+                  "last_test_bar": r.metrics.run.last_test_bar} for r in runs],
         "ranked_by": "sharpe",
+        "not_comparable": problems,
+        "deflated_sharpe": asdict(dsr),
         "ranked": _json_rows(table),
         "seeds": _json_rows(samples),
     })
 
+    warn = ("".join(f'<p class="note bad" style="color:#9a1c1c"><strong>Not comparable (compared with --force):'
+                    f"</strong> {esc(p)}</p>" for p in problems))
+    dsr_note = (f'<p class="note" id="dsr">Deflated Sharpe ratio of the best portfolio ({esc(dsr.selected)}) over '
+                f"<strong>{dsr.n_trials} trials</strong> (every model × strategy × seed of every run compared, "
+                f"baselines not counted): DSR = {fmt_num(dsr.dsr, 3)}, p (one-sided: real skill) = "
+                f"{fmt_p(dsr.p_value)}." + (f" Note: {esc(dsr.note)}." if dsr.note else "") + "</p>"
+                if dsr.n_trials else '<p class="note" id="dsr">Deflated Sharpe ratio: no model portfolios.</p>')
     body = [
         "<h1>walkforward comparison</h1>",
+        warn,
         f'<p class="note">{len(runs)} runs; every number is out of sample (walk-forward test blocks only). '
         "Ranked by annualised Sharpe ratio, highest first. Returns and drawdowns in % of the starting value; "
         "shaded rows are baselines.</p>",
         "<h2>Ranked configurations</h2>",
         _ranked_html(table),
+        dsr_note,
         "<h2>Equity</h2>",
         f'<figure>{img_tag(pngs["equity"], "equity overlay")}<figcaption>Equity of each run\'s best portfolio '
         "(its first non-baseline row of the summary; with several seeds that is the luckiest seed, an "

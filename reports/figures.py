@@ -19,7 +19,7 @@ equity, concise date axes in UTC.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import matplotlib
@@ -33,6 +33,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+
+from backtest.schema import ModelMetrics, RunMetrics  # noqa: E402
 
 __all__ = [
     "FIGURE_NAMES",
@@ -536,17 +538,16 @@ def _portfolio_figure(frame: pd.DataFrame, *, ylabel: str, log: bool, title: str
 # --------------------------------------------------------------------------- 6. confusion matrices
 
 
-def confusion_matrices(metrics: Mapping[str, Any]) -> Figure:
-    """One 2x2 direction confusion matrix per model, from ``metrics["models"]``.
+def confusion_matrices(metrics: RunMetrics) -> Figure:
+    """One 2x2 direction confusion matrix per model, from ``metrics.models``.
 
     Rows = actual next-bar direction, columns = predicted ("up" means log
     return > 0, "down" means <= 0). Cells show the count and its share of all
     forecasts; colour is that share. With several seeds the mean counts over the
-    seeds are shown (``metrics["models"][m]["mean"]``), else the single seed.
+    seeds are shown (``metrics.models[m].mean``), else the single seed.
     """
-    models = metrics.get("models") or {}
     entries: list[tuple[str, dict[str, Any], str]] = []
-    for model, block in models.items():
+    for model, block in metrics.models.items():
         cls, note = _classification_block(block)
         if cls is not None and all(_finite(cls.get(k)) for k in ("tp", "fp", "tn", "fn")):
             entries.append((str(model), cls, note))
@@ -577,17 +578,12 @@ def confusion_matrices(metrics: Mapping[str, Any]) -> Figure:
     return fig
 
 
-def _classification_block(block: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    per_seed = block.get("per_seed") or {}
-    mean = (block.get("mean") or {}).get("classification")
-    if len(per_seed) > 1 and mean:
-        return dict(mean), f" (mean of {len(per_seed)} seeds)"
-    if per_seed:
-        seed = sorted(per_seed, key=_seed_key)[0]
-        cls = (per_seed[seed] or {}).get("classification")
-        return (dict(cls) if cls else None), (f" (seed {seed})" if len(per_seed) > 1 else "")
-    if mean:
-        return dict(mean), ""
+def _classification_block(block: ModelMetrics) -> tuple[dict[str, Any] | None, str]:
+    if len(block.per_seed) > 1 and block.mean is not None:
+        return asdict(block.mean.classification), f" (mean of {len(block.per_seed)} seeds)"
+    if block.per_seed:
+        seed, m = block.first_seed()
+        return asdict(m.classification), (f" (seed {seed})" if len(block.per_seed) > 1 else "")
     return None, ""
 
 
@@ -684,7 +680,7 @@ def fold_scores(predictions: pd.DataFrame) -> Figure:
 
 
 def all_figures(predictions: pd.DataFrame, history: pd.DataFrame, equity: pd.DataFrame,
-                metrics: Mapping[str, Any]) -> dict[str, Figure]:
+                metrics: RunMetrics) -> dict[str, Figure]:
     """Every report figure, keyed by the stable names of :data:`FIGURE_NAMES`, in that order."""
     quote = _quote(metrics)
     return {
@@ -698,14 +694,6 @@ def all_figures(predictions: pd.DataFrame, history: pd.DataFrame, equity: pd.Dat
     }
 
 
-def _quote(metrics: Mapping[str, Any]) -> str:
-    """The quote currency from ``metrics["run"]`` ("quote", or the part after "/" of "symbol")."""
-    run = metrics.get("run") or {}
-    if run.get("quote"):
-        return str(run["quote"])
-    symbol = run.get("symbol")
-    if isinstance(symbol, str) and "/" in symbol:
-        return symbol.split("/", 1)[1].split(":")[0]
-    if isinstance(symbol, Sequence) and not isinstance(symbol, str) and len(symbol) == 1 and "/" in str(symbol[0]):
-        return str(symbol[0]).split("/", 1)[1].split(":")[0]
-    return "quote"
+def _quote(metrics: RunMetrics) -> str:
+    """The quote currency of the run (``metrics.run.quote``)."""
+    return metrics.run.quote or "quote"

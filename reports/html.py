@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,8 +25,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from backtest.atomic import write_bytes, write_text
+from backtest.schema import RunMetrics, SeedModelMetrics, Verdict, finite
 
-__all__ = ["CAPTIONS", "DPI", "render_report", "save_figures", "write_report", "figure_png"]
+__all__ = ["CAPTIONS", "DPI", "render_report", "save_figures", "write_report", "figure_png", "verdict_cell"]
 
 #: Resolution of every saved and embedded PNG [dots per inch].
 DPI = 110
@@ -89,7 +89,7 @@ table{border-collapse:collapse;font-size:.82rem;margin:.5rem 0 1rem 0}
 th,td{border:1px solid #ddd;padding:.2rem .45rem;text-align:right;white-space:nowrap}
 th{background:#f3f3f3;position:sticky;top:0}td.l,th.l{text-align:left}
 tr:nth-child(even) td{background:#fafafa}tr.base td{background:#eef2f7;font-weight:600}
-td.good{color:#116b2e}td.bad{color:#9a1c1c}td.sig{font-weight:700}
+td.good{color:#116b2e}td.bad{color:#9a1c1c}td.sig{font-weight:700}td.wrap{white-space:normal;min-width:6rem}
 .scroll{overflow-x:auto}figure{margin:1rem 0 2rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#444;max-width:1100px}.note{font-size:.85rem;color:#444}
 dl.run{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem;font-size:.9rem}dl.run dt{font-weight:600}
@@ -101,13 +101,12 @@ dl.run dd{margin:0}pre{font-size:.75rem;background:#f7f7f7;padding:.5rem;overflo
 
 def _num(v: Any) -> float | None:
     """``v`` as a finite float, or None (None, NaN, inf, strings that are not numbers)."""
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            return None
+    return finite(v)
 
 
 def fmt_pct(v: Any, digits: int = 1, *, magnitude: bool = False, signed: bool = False) -> str:
@@ -151,11 +150,12 @@ def esc(v: Any) -> str:
 class Cell:
     """One table cell: already-escaped HTML text plus CSS classes."""
 
-    __slots__ = ("html", "cls")
+    __slots__ = ("html", "cls", "title")
 
-    def __init__(self, text: Any, cls: str = "", *, raw: bool = False) -> None:
+    def __init__(self, text: Any, cls: str = "", *, raw: bool = False, title: str = "") -> None:
         self.html = str(text) if raw else esc(text)
         self.cls = cls
+        self.title = title
 
 
 def _attr(name: str, value: str) -> str:
@@ -175,20 +175,26 @@ def html_table(headers: Sequence[str | tuple[str, str]], rows: Iterable[Sequence
         out.append(f"<tr{_attr('class', rc)}>")
         for c in row:
             cell = c if isinstance(c, Cell) else Cell(c)
-            out.append(f"<td{_attr('class', cell.cls.strip())}>{cell.html}</td>")
+            out.append(f"<td{_attr('class', cell.cls.strip())}{_attr('title', cell.title)}>{cell.html}</td>")
         out.append("</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
 
 
-def verdict_class(verdict: Any) -> str:
-    """CSS class for a verdict: "good" when it starts with "beats", "bad" when it says "does not"."""
-    v = str(verdict or "").strip().lower()
-    if v.startswith("beats"):
-        return "good"
-    if v.startswith("does not") or v.startswith("doesn't"):
-        return "bad"
-    return ""
+#: CSS class of each verdict outcome (the colour comes from the data, never from the text).
+OUTCOME_CLASS = {"beats": "good", "worse": "bad", "not_distinguishable": "", "undefined": "", "benchmark": ""}
+
+
+def verdict_class(verdict: Verdict | None) -> str:
+    """CSS class for a verdict: "good" for ``beats``, "bad" for ``worse``, none otherwise."""
+    return "" if verdict is None else OUTCOME_CLASS.get(verdict.outcome, "")
+
+
+def verdict_cell(verdict: Verdict | None) -> Cell:
+    """Short verdict text, coloured by its outcome, the full sentence as a tooltip."""
+    if verdict is None:
+        return Cell("—", "l")
+    return Cell(verdict.short(), "l " + verdict_class(verdict), title=verdict.text())
 
 
 def figure_png(fig: Figure | bytes, *, dpi: int = DPI) -> bytes:
@@ -215,23 +221,22 @@ def page(title: str, body: str) -> str:
 # --------------------------------------------------------------------------- sections
 
 
-def _run_info(metrics: Mapping[str, Any]) -> str:
-    run = metrics.get("run") or {}
-    ppy = _num(run.get("periods_per_year"))
+def _run_info(metrics: RunMetrics) -> str:
+    run = metrics.run
     items = [
-        ("Run", esc(run.get("name", "n/a"))),
-        ("Test span", f"{esc(run.get('first_test_bar', 'n/a'))} → {esc(run.get('last_test_bar', 'n/a'))} "
-                      "(forecast times t, UTC)"),
-        ("Timeframe", f"{esc(run.get('timeframe', 'n/a'))}"
-                      + (f"; annualised with {ppy:g} bars a year" if ppy is not None else "")),
-        ("Fees", f"{fmt_pct(run.get('fees'), 3)} of the order value per fill"
-                 + (f" ({esc(run.get('fees'))})" if _num(run.get("fees")) is not None else "")),
-        ("Slippage", f"{fmt_pct(run.get('slippage'), 3)} of the price per fill"
-                     + (f" ({esc(run.get('slippage'))})" if _num(run.get("slippage")) is not None else "")),
+        ("Run", esc(run.name)),
+        ("Symbol", esc(run.symbol)),
+        ("Test span", f"{esc(run.first_test_bar)} → {esc(run.last_test_bar)} ({run.test_bars} bars; "
+                      "forecast times t, UTC)"),
+        ("Timeframe", f"{esc(run.timeframe)}; annualised with {run.periods_per_year:g} bars a year"),
+        ("Fees", f"{fmt_pct(run.fees, 3)} of the order value per fill ({esc(run.fees)})"),
+        ("Slippage", f"{fmt_pct(run.slippage, 3)} of the price per fill ({esc(run.slippage)})"),
+        ("Verdict level", f"{run.significance_level:g} (two-sided tests; backtest.significance_level)"),
+        ("Flag thresholds", f"fewer than {run.min_trades} trades, or exposure under {fmt_pct(run.min_exposure, 1)} "
+                            "(backtest.min_trades, backtest.min_exposure)"),
     ]
-    for key in ("symbol", "exchange"):
-        if run.get(key):
-            items.insert(1, (key.capitalize(), esc(run[key])))
+    if run.exchange:
+        items.insert(1, ("Exchange", esc(run.exchange)))
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
     return (f'<dl class="run">{dl}</dl>'
             '<p class="note"><strong>Every number on this page is out of sample:</strong> each forecast was made '
@@ -240,56 +245,62 @@ def _run_info(metrics: Mapping[str, Any]) -> str:
             "the fees and slippage above.</p>")
 
 
-def _summary_table(metrics: Mapping[str, Any]) -> str:
-    rows = list(metrics.get("summary") or [])
+def _dsr_note(metrics: RunMetrics) -> str:
+    d = metrics.deflated_sharpe
+    if not d.n_trials:
+        return '<p class="note">Deflated Sharpe ratio: no model strategies were tried.</p>'
+    return (f'<p class="note" id="dsr">Deflated Sharpe ratio of the best portfolio ({esc(d.selected)}) among '
+            f"<strong>{d.n_trials} trials</strong> (every model × strategy × seed of the run; baselines not "
+            f"counted): DSR = {fmt_num(d.dsr, 3)}, p (one-sided: real skill) = {fmt_p(d.p_value)}. "
+            "The more trials, the higher a Sharpe ratio must be to count as skill."
+            + (f" Note: {esc(d.note)}." if d.note else "") + "</p>")
+
+
+def _summary_table(metrics: RunMetrics) -> str:
+    rows = metrics.summary
     if not rows:
-        return '<p class="note">No portfolios in metrics["summary"].</p>'
-    bh = next((r for r in rows if r.get("portfolio") == "buy_and_hold"), None)
-    bh_ret = _num(bh.get("total_return")) if bh else None
-    headers = ["#", ("Portfolio", "l"), ("Model", "l"), ("Strategy", "l"), "Total return [%]",
-               "vs buy & hold [pp]", "CAGR [%]", "Sharpe", "Sortino", "Max drawdown [%]", "Trades",
-               "Exposure [%]", "Precision", "Recall", "F1", ("Verdict", "l")]
+        return '<p class="note">No portfolios in the summary.</p>'
+    bh = metrics.benchmark
+    bh_ret = bh.total_return if bh else None
+    headers = ["#", ("Portfolio", "l"), "Return [%]", "vs B&H [pp]", "Sharpe", "Sortino", "Max DD [%]",
+               "Trades", "Exposure [%]", "Precision", "Recall", "F1", "MSE / pers.", "Boot. p (2-sided)",
+               ("Verdict vs buy & hold", "l"), ("Flags", "l")]
     body, classes = [], []
     for i, r in enumerate(rows, 1):
-        tr = _num(r.get("total_return"))
-        diff = "n/a" if tr is None or bh_ret is None else f"{100 * (tr - bh_ret):+.1f}"
+        diff = "n/a" if r.total_return is None or bh_ret is None else f"{100 * (r.total_return - bh_ret):+.1f}"
+        flags = (Cell("⚑ " + ", ".join(f.split(" (")[0] for f in r.flags), "l bad wrap", title="; ".join(r.flags))
+                 if r.flags else Cell("", "l"))
         body.append([
-            i, Cell(r.get("portfolio"), "l"), Cell(r.get("model") or "—", "l"), Cell(r.get("strategy"), "l"),
-            fmt_pct(r.get("total_return"), 1).rstrip("%"), diff, fmt_pct(r.get("cagr"), 1).rstrip("%"),
-            fmt_num(r.get("sharpe")), fmt_num(r.get("sortino")),
-            fmt_pct(r.get("max_drawdown"), 1, magnitude=True).rstrip("%"), fmt_int(r.get("trades")),
-            fmt_pct(r.get("exposure"), 1).rstrip("%"), fmt_num(r.get("precision"), 3), fmt_num(r.get("recall"), 3),
-            fmt_num(r.get("f1"), 3), Cell(r.get("verdict") or "", "l " + verdict_class(r.get("verdict"))),
+            i, Cell(r.portfolio, "l"),
+            fmt_pct(r.total_return, 1).rstrip("%"), diff, fmt_num(r.sharpe), fmt_num(r.sortino),
+            fmt_pct(r.max_drawdown, 1, magnitude=True).rstrip("%"), fmt_int(r.trades),
+            fmt_pct(r.exposure, 1).rstrip("%"), fmt_num(r.precision, 3), fmt_num(r.recall, 3), fmt_num(r.f1, 3),
+            fmt_num(r.mse_ratio, 3), fmt_p(r.sharpe_diff_p_value_two_sided), verdict_cell(r.verdict), flags,
         ])
-        classes.append("base" if r.get("portfolio") == "buy_and_hold" or not r.get("model") else "")
-    note = ('<p class="note">Best first. Returns and drawdowns in % of the starting value; "vs buy &amp; hold" is '
-            "the difference in total return in percentage points; Sharpe and Sortino are annualised; exposure is "
-            "the share of bars in the market; precision / recall / F1 are of the model's 'up' calls (n/a for "
-            "baselines). Shaded rows are baselines.</p>")
-    return html_table(headers, body, row_classes=classes, table_id="summary") + note
+        classes.append("base" if r.is_baseline else "")
+    level = metrics.run.significance_level
+    note = ('<p class="note">Best Sharpe first (a portfolio that never trades has Sharpe 0). Returns and drawdowns in '
+            '% of the starting value; "vs B&amp;H" is the difference in total return in percentage points; Sharpe '
+            "and Sortino are annualised; exposure is the share of bars in the market; precision / recall / F1 are "
+            "of the portfolio's long signals against the next bar's direction; MSE / pers. is the model's "
+            "squared forecast error divided by the no-change forecast's (below 1 is lower). "
+            f'<strong>Verdict</strong>: "beats" or "worse than" buy &amp; hold only when the stationary bootstrap of '
+            f"the Sharpe difference rejects equal Sharpe ratios at level {level:g} (two-sided p in the column "
+            '"Boot. p (2-sided)"); otherwise "≈ B&amp;H" (not distinguishable). Hover a verdict for the numbers. '
+            "Flags mark results from too few trades or too little time in the market. Shaded rows are "
+            "baselines.</p>")
+    return html_table(headers, body, row_classes=classes, table_id="summary") + note + _dsr_note(metrics)
 
 
-def _get(block: Mapping[str, Any] | None, *keys: str) -> Any:
-    cur: Any = block
-    for k in keys:
-        if not isinstance(cur, Mapping):
-            return None
-        cur = cur.get(k)
-    return cur
-
-
-def _model_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any], Mapping[str, Any] | None]]:
-    """(model, seeds label, values block, std block or None) per model."""
+def _model_rows(metrics: RunMetrics) -> list[tuple[str, str, SeedModelMetrics, SeedModelMetrics | None, Verdict | None]]:
+    """(model, seeds label, values block, std block or None, verdict vs persistence of the first seed) per model."""
     out = []
-    for model, block in (metrics.get("models") or {}).items():
-        per_seed = block.get("per_seed") or {}
-        if len(per_seed) > 1 and block.get("mean"):
-            out.append((str(model), f"{len(per_seed)} (mean ± std)", block["mean"], block.get("std")))
-        elif per_seed:
-            seed = sorted(per_seed, key=lambda s: (0, int(s)) if str(s).lstrip("-").isdigit() else (1, str(s)))[0]
-            out.append((str(model), str(seed), per_seed[seed] or {}, None))
-        elif block.get("mean"):
-            out.append((str(model), "n/a", block["mean"], block.get("std")))
+    for model, block in metrics.models.items():
+        seed, first = block.first_seed()
+        if len(block.per_seed) > 1 and block.mean is not None:
+            out.append((model, f"{len(block.per_seed)} (mean ± std)", block.mean, block.std, first.verdict_vs_persistence))
+        else:
+            out.append((model, seed, first, None, first.verdict_vs_persistence))
     return out
 
 
@@ -298,7 +309,7 @@ def _with_std(value: str, std: Any, fmt) -> str:
     return value if s is None or value == "n/a" else f"{value} ± {fmt(s)}"
 
 
-def _models_table(metrics: Mapping[str, Any]) -> str:
+def _models_table(metrics: RunMetrics) -> str:
     rows = _model_rows(metrics)
     if not rows:
         return '<p class="note">No per-model metrics.</p>'
@@ -307,33 +318,38 @@ def _models_table(metrics: Mapping[str, Any]) -> str:
     cnt_keys = [("tp", "TP"), ("fp", "FP"), ("tn", "TN"), ("fn", "FN")]
     headers = ([("Model", "l"), ("Seeds", "l")] + [h for _, h in cls_keys] + [h for _, h in cnt_keys]
                + ["Up share [%]", "RMSE [log ret]", "MAE [log ret]", "Price MAE", "Price RMSE",
-                  "MSE / persistence", "DM stat", "DM p", "PT stat", "PT p"])
+                  "MSE / persistence", "DM stat", "DM p (two-sided)", "DM p (one-sided: model better)", "PT stat",
+                  "PT p (one-sided: skill)", ("Verdict vs persistence", "l")])
+    level = metrics.run.significance_level
     body = []
-    for model, seeds, vals, std in rows:
+    for model, seeds, vals, std, verdict in rows:
+        c, sc = vals.classification, (std.classification if std else None)
+        reg, dm, pt = vals.regression, vals.significance.diebold_mariano, vals.significance.pesaran_timmermann
         row: list[Any] = [Cell(model, "l"), Cell(seeds, "l")]
         for k, _ in cls_keys:
-            row.append(_with_std(fmt_num(_get(vals, "classification", k), 3), _get(std, "classification", k),
-                                 lambda s: f"{s:.3f}"))
+            row.append(_with_std(fmt_num(getattr(c, k), 3), getattr(sc, k) if sc else None, lambda s: f"{s:.3f}"))
         for k, _ in cnt_keys:
-            row.append(fmt_int(_get(vals, "classification", k)))
-        row.append(fmt_pct(_get(vals, "classification", "base_rate"), 1).rstrip("%"))
-        for k in ("rmse", "mae"):
-            row.append(fmt_num(_get(vals, "regression", k), 5))
-        for k in ("price_mae", "price_rmse"):
-            row.append(fmt_num(_get(vals, "regression", k), 2))
-        ratio = _num(_get(vals, "regression", "mse_vs_persistence"))
+            row.append(fmt_int(getattr(c, k)))
+        row.append(fmt_pct(c.base_rate, 1).rstrip("%"))
+        row += [fmt_num(reg.rmse, 5), fmt_num(reg.mae, 5), fmt_num(reg.price_mae, 2), fmt_num(reg.price_rmse, 2)]
+        ratio = reg.mse_ratio
         row.append(Cell(fmt_num(ratio, 3), "" if ratio is None else ("good" if ratio < 1 else "bad")))
-        for test in ("diebold_mariano", "pesaran_timmermann"):
-            row.append(fmt_num(_get(vals, "significance", test, "statistic"), 2))
-            p = _num(_get(vals, "significance", test, "p_value"))
-            row.append(Cell(fmt_p(p), "sig" if p is not None and p < 0.05 else ""))
+        row.append(fmt_num(dm.statistic, 2))
+        for p in (dm.p_value_two_sided, dm.p_value_one_sided_model_better):
+            row.append(Cell(fmt_p(p), "sig" if p is not None and p < level else ""))
+        row.append(fmt_num(pt.statistic, 2))
+        row.append(Cell(fmt_p(pt.p_value_one_sided_skill),
+                        "sig" if pt.p_value_one_sided_skill is not None and pt.p_value_one_sided_skill < level else ""))
+        row.append(verdict_cell(verdict) if verdict else Cell("— (the benchmark)", "l"))
         body.append(row)
     note = ('<p class="note">Direction metrics treat "up" as next-bar log return &gt; 0; TP/FP/TN/FN are counts of '
             "forecasts (means over seeds when several). RMSE/MAE are of the next-bar log return; price errors are "
             "in the quote currency. MSE / persistence &lt; 1 means a lower squared error than the no-change "
-            "forecast. DM: Diebold–Mariano test of equal squared error against persistence; PT: "
-            "Pesaran–Timmermann test of no directional skill; p-values below 0.05 (bold) reject the "
-            "null.</p>")
+            "forecast. DM: Diebold–Mariano test (HLN-corrected) of equal squared error against persistence, "
+            "two-sided and one-sided (H1: the model's error is lower); PT: Pesaran–Timmermann test of no "
+            f"directional skill, one-sided (H1: skill). p-values below {level:g} (bold) reject the null. The verdict "
+            f'says "beats" / "worse than" persistence only when the two-sided DM test rejects at {level:g}; with '
+            "several seeds it is the lowest seed's.</p>")
     return html_table(headers, body, table_id="models") + note
 
 
@@ -348,10 +364,10 @@ def _figures_section(figures: Mapping[str, Figure | bytes]) -> str:
     return "\n".join(parts) if parts else '<p class="note">No figures.</p>'
 
 
-def render_report(metrics: Mapping[str, Any], figures: Mapping[str, Figure | bytes], *, title: str) -> str:
+def render_report(metrics: RunMetrics, figures: Mapping[str, Figure | bytes], *, title: str) -> str:
     """The run report as one self-contained HTML page.
 
-    Sections, top to bottom: the summary table (``metrics["summary"]`` in its
+    Sections, top to bottom: the summary table (``metrics.summary`` in its
     given order, best first, each portfolio against buy & hold with its
     verdict), run information, the per-model metrics table, then every figure
     (embedded as ``data:image/png;base64``) with a caption saying what it shows
@@ -384,7 +400,7 @@ def save_figures(figures: Mapping[str, Figure | bytes], folder: str | Path) -> l
     return [write_bytes(folder / f"{_safe_name(name)}.png", figure_png(fig)) for name, fig in figures.items()]
 
 
-def write_report(run_dir: str | Path, metrics: Mapping[str, Any], predictions: pd.DataFrame,
+def write_report(run_dir: str | Path, metrics: RunMetrics, predictions: pd.DataFrame,
                  history: pd.DataFrame, equity: pd.DataFrame) -> Path:
     """Make every figure, write ``run_dir/figures/*.png`` and ``run_dir/report.html``; return the report path.
 
@@ -401,6 +417,6 @@ def write_report(run_dir: str | Path, metrics: Mapping[str, Any], predictions: p
         for fig in figures.values():
             fig.clear()
     save_figures(pngs, run_dir / "figures")
-    name = (metrics.get("run") or {}).get("name") or run_dir.name
+    name = metrics.run.name or run_dir.name
     text = render_report(metrics, pngs, title=f"walkforward report: {name}")
     return write_text(run_dir / "report.html", text)

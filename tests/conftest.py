@@ -21,3 +21,50 @@ from backtest.data.load import load_data
 def btc() -> pd.DataFrame:
     """The bundled daily BTC/USDT frame (validated)."""
     return load_data(DataConfig()).bars
+
+
+#: A tiny real run (bundled daily BTC/USDT 2020-01-01 .. 2021-02-04, ~400 bars; 200 initial training bars,
+#: 50-bar steps): linear, persistence and a 4-unit LSTM (2 epochs); a long/flat strategy with threshold 0
+#: so it trades, a vote ensemble, and the three baselines.
+TINY_RUN_TOML = """
+[data]
+start = "2020-01-01"
+end = "2021-02-05"
+[features]
+lookback = 8
+[walkforward]
+initial_train = 200
+step = 50
+[models.lstm]
+type = "lstm"
+units = 4
+epochs = 2
+patience = 1
+[models.linear]
+type = "linear"
+[models.persistence]
+type = "persistence"
+[strategies.lf]
+type = "long_flat"
+threshold = 0.0
+[strategies.ens]
+type = "ensemble"
+method = "vote"
+threshold = 0.0
+[backtest]
+bootstrap_samples = 200
+[run]
+name = "tiny_real"
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_real_run(tmp_path_factory: pytest.TempPathFactory):
+    """A finished run directory made once per session by the real pipeline (metrics.json, equity.csv, ...)."""
+    from backtest.config import load_config
+    from backtest.pipeline import run_all
+
+    base = tmp_path_factory.mktemp("tiny_real")
+    conf = base / "tiny.toml"
+    conf.write_text(TINY_RUN_TOML)
+    return run_all(load_config(conf, []), base / "runs")

@@ -97,3 +97,74 @@ def test_portfolio_stats_annualise_from_the_timeframe(timeframe: str, per_year: 
     assert st["volatility"] == pytest.approx(r.std(ddof=1) * math.sqrt(per_year), rel=1e-9)
     years = len(r) / per_year  # bars after the first, each one bar long
     assert st["cagr"] == pytest.approx((1 + st["total_return"]) ** (1 / years) - 1, rel=1e-6)
+
+
+# --- verdicts, flags, flat Sharpe --------------------------------------------------------------
+def test_a_higher_sharpe_is_not_beats_unless_the_test_rejects() -> None:
+    from backtest.evaluate import sharpe_verdict
+    from backtest.schema import SharpeDiffBootstrap
+
+    higher_but_noise = SharpeDiffBootstrap(sharpe_diff=0.4, p_value_one_sided_better=0.24,
+                                           p_value_one_sided_worse=0.76, p_value_two_sided=0.48)
+    v = sharpe_verdict(higher_but_noise, 1.2, 0.8, 0.05)
+    assert v.outcome == "not_distinguishable" and v.p_value == 0.48 and v.sided == "two-sided"
+    assert v.text().startswith("not distinguishable from buy & hold") and "p = 0.480" in v.text()
+    assert sharpe_verdict(SharpeDiffBootstrap(sharpe_diff=0.9, p_value_two_sided=0.01), 1.7, 0.8, 0.05).outcome == "beats"
+    assert sharpe_verdict(SharpeDiffBootstrap(sharpe_diff=-0.9, p_value_two_sided=0.01), 0.1, 1.0, 0.05).outcome == "worse"
+    # the level is the configured one
+    assert sharpe_verdict(SharpeDiffBootstrap(sharpe_diff=0.9, p_value_two_sided=0.03), 1.7, 0.8, 0.01).outcome \
+        == "not_distinguishable"
+    undefined = sharpe_verdict(SharpeDiffBootstrap(sharpe_diff=None, note="a return series is constant"), 0.0, 0.8, 0.05)
+    assert undefined.outcome == "undefined" and "constant" in undefined.text()
+
+
+def test_forecast_verdict_uses_the_two_sided_dm_p_it_quotes() -> None:
+    from backtest.evaluate import forecast_verdict
+    from backtest.schema import DieboldMariano, RegressionMetrics
+
+    dm = DieboldMariano(statistic=-1.2, p_value_two_sided=0.23, p_value_one_sided_model_better=0.115, mean_loss_diff=-1e-6)
+    v = forecast_verdict(RegressionMetrics(mse_ratio=0.99), dm, 0.05)
+    assert v.outcome == "not_distinguishable" and v.p_value == dm.p_value_two_sided
+    assert forecast_verdict(RegressionMetrics(mse_ratio=0.9), DieboldMariano(p_value_two_sided=0.001, mean_loss_diff=-1e-4),
+                            0.05).outcome == "beats"
+
+
+def test_bootstrap_two_sided_p_is_twice_the_smaller_side() -> None:
+    from backtest.significance import bootstrap_sharpe_diff
+
+    rng = np.random.default_rng(3)
+    b = rng.normal(0.0005, 0.02, 300)
+    res = bootstrap_sharpe_diff(b + rng.normal(0, 0.01, 300), b, periods_per_year=365, n_boot=200, seed=0)
+    assert res["p_value_two_sided"] == pytest.approx(min(1.0, 2 * min(res["p_value"], res["p_value_worse"])))
+    assert res["p_value"] + res["p_value_worse"] >= 1.0 - 1e-12
+
+
+def test_flags_and_flat_sharpe(btc: pd.DataFrame) -> None:
+    from backtest.evaluate import flags_of
+    from backtest.metrics import portfolio_stats
+    from backtest.schema import PortfolioMetrics
+
+    assert flags_of(PortfolioMetrics(trades=3, exposure=0.02), 10, 0.05) == [
+        "few trades (3 < 10)", "low exposure (2.0% < 5%)"]
+    assert flags_of(PortfolioMetrics(trades=12, exposure=0.5), 10, 0.05) == []
+    bars = btc.iloc[:100]
+    sig = pd.DataFrame({"flat": False, "bh": True}, index=bars.index[:-1])
+    sim = simulate(sig, bars, BacktestConfig(), "1d")
+    flat = portfolio_stats(sim.portfolio, "flat", 365.0, sim.positions["flat"].iloc[1:])
+    assert flat["sharpe"] == 0.0 and flat["trades"] == 0 and flat["exposure"] == 0.0
+
+
+def test_real_run_ranks_a_flat_portfolio_at_sharpe_zero_and_flags_it(tiny_real_run) -> None:
+    m = tiny_real_run.evaluation.metrics
+    flat = m.row("always_flat")
+    assert flat.sharpe == 0.0 and any(f.startswith("few trades") for f in flat.flags)
+    order = [r.portfolio for r in m.summary]
+    for r in m.summary:
+        if r.sharpe is not None and r.sharpe < 0:
+            assert order.index(r.portfolio) > order.index("always_flat")
+    assert m.row("buy_and_hold").verdict.outcome == "benchmark" and not m.row("buy_and_hold").flags
+    for r in m.summary:  # a verdict says "beats" only with a rejecting test, whatever the point Sharpe
+        if r.verdict.outcome == "beats":
+            assert r.verdict.p_value < m.run.significance_level and r.sharpe > m.row("buy_and_hold").sharpe
+    trials = [p for p in m.portfolios.values() if p.model is not None]
+    assert m.deflated_sharpe.n_trials == len(trials) == len(m.deflated_sharpe.trials)

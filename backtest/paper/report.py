@@ -31,6 +31,7 @@ from backtest.errors import LedgerError
 from backtest.paper.ledger import Account, Ledger, iso, ts
 from backtest.paper.logs import get_logger
 from backtest.paper.paths import account_paths
+from backtest.schema import RunMetrics
 
 PREDICTION_COLUMNS = ["timestamp", "model", "seed", "fold", "y_true", "y_pred", "close", "pred_close"]
 
@@ -97,7 +98,7 @@ def engine_config(acct: Account, cfg: Config) -> Config:
     })
 
 
-def paper_metrics(acct: Account, cfg: Config, frames: PaperFrames) -> tuple[dict[str, Any], float | None]:
+def paper_metrics(acct: Account, cfg: Config, frames: PaperFrames) -> tuple[RunMetrics, float | None]:
     """Backtest metrics of the account's forecasts (:func:`backtest.evaluate.evaluate`) and the largest
     relative difference between that vectorbt simulation's equity and the ledger's."""
     from backtest.evaluate import evaluate
@@ -111,7 +112,7 @@ def paper_metrics(acct: Account, cfg: Config, frames: PaperFrames) -> tuple[dict
     b = frames.equity.loc[common].to_numpy()
     diff = float(np.max(np.abs(a - b) / np.abs(b))) if len(common) else None
     m = ev.metrics
-    m["run"].update(name=f"paper account {acct.account}", symbol=acct.symbol, exchange=acct.exchange)
+    m.run.name, m.run.symbol, m.run.exchange = f"paper account {acct.account}", acct.symbol, acct.exchange
     return m, diff
 
 
@@ -130,7 +131,7 @@ def write_paper_report(cfg: Config, *, ledger_path: str | os.PathLike[str] | Non
         frames = paper_frames(ledger, acct)
         last_train = {t.model: t for t in ledger.trainings(acct)}
     title = f"walkforward paper report: {acct.account} ({acct.exchange} {acct.symbol} {acct.timeframe})"
-    metrics: dict[str, Any] | None = None
+    metrics: RunMetrics | None = None
     agreement: float | None = None
     try:
         metrics, agreement = paper_metrics(acct, cfg, frames)

@@ -1,14 +1,18 @@
 """Tests of reports/: figures, the run report and the run comparison.
 
-Inputs are synthetic and built here: daily bars (UTC midnight) starting
-2018-01-01, 3 models x 2 seeds x 200 bars in 4 folds for most tests, and one
-20-model x 2,900-bar case (~8 years) for a readability smoke test.
+Metrics always come from a real tiny run (the session fixture ``tiny_real_run`` in
+tests/conftest.py: bundled daily BTC/USDT 2020-01-01 .. 2021-02-04), read through
+:class:`backtest.schema.RunMetrics`; never from hand-written dicts. Figure inputs
+(predictions, history, equity) are synthetic: daily bars (UTC midnight) from
+2018-01-01, 3 models x 2 seeds x 200 bars in 4 folds, and one 20-model x
+2,900-bar case (~8 years) for a readability smoke test.
 """
 from __future__ import annotations
 
 import base64
 import json
 import re
+import html as html_mod
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from backtest.errors import RunDirError
+from backtest.schema import RunMetrics, SchemaError
 from reports import compare, figures
 from reports.html import figure_png, render_report, save_figures, write_report
 
@@ -70,55 +75,16 @@ def make_equity(predictions: pd.DataFrame, labels: list[str], *, rng_seed: int =
     return pd.DataFrame(data, index=idx)
 
 
-def _cls(rng):
-    tp, fp, tn, fn = (int(x) for x in rng.integers(20, 60, 4))
-    return {"precision": tp / (tp + fp), "recall": tp / (tp + fn), "f1": 2 * tp / (2 * tp + fp + fn),
-            "accuracy": (tp + tn) / (tp + fp + tn + fn), "balanced_accuracy": 0.51, "mcc": 0.02,
-            "tp": tp, "fp": fp, "tn": tn, "fn": fn, "support": tp + fp + tn + fn, "base_rate": 0.52}
-
-
-def make_metrics(models: list[str], seeds: list[int], equity: pd.DataFrame, name: str = "synthetic"):
-    rng = np.random.default_rng(2)
-    summary = []
-    for col in equity.columns:
-        v = equity[col]
-        model = None if col in figures.BASELINES else col.split("/")[0]
-        summary.append({"portfolio": col, "model": model, "strategy": col.split("/")[1] if model else col,
-                        "total_return": float(v.iloc[-1] / v.iloc[0] - 1), "cagr": 0.1, "sharpe": float(rng.normal(0.8, 0.5)),
-                        "sortino": 1.1, "max_drawdown": -0.35, "trades": 12, "exposure": 0.5,
-                        "precision": 0.52 if model else None, "recall": 0.6 if model else None,
-                        "f1": float(rng.uniform(0.4, 0.6)) if model else None,
-                        "verdict": "beats buy & hold and persistence" if model else "baseline"})
-    summary.sort(key=lambda r: -r["sharpe"])
-    models_block = {}
-    for m in models:
-        per_seed = {str(s): {"classification": _cls(rng),
-                             "regression": {"mse": 1e-3, "rmse": 0.0316, "mae": 0.024, "price_mae": 312.5,
-                                            "price_rmse": 450.0, "mse_vs_persistence": 0.998 if m != "persistence" else None},
-                             "significance": {"diebold_mariano": {"statistic": -0.4, "p_value": 0.69},
-                                              "pesaran_timmermann": {"statistic": 1.9, "p_value": 0.0004}}}
-                    for s in seeds}
-        block = {"per_seed": per_seed}
-        if len(seeds) > 1:
-            block["mean"] = per_seed[str(seeds[0])]
-            block["std"] = {"classification": {"f1": 0.01, "accuracy": None}}
-        models_block[m] = block
-    run = {"name": name, "timeframe": "1d", "periods_per_year": 365.0,
-           "first_test_bar": equity.index[0].isoformat(), "last_test_bar": equity.index[-1].isoformat(),
-           "fees": 0.001, "slippage": 0.0005, "symbol": "BTC/USDT"}
-    return {"run": run, "summary": summary, "models": models_block}
-
-
 MODELS = ["persistence", "linear", "lstm"]
 SEEDS = [1, 2]
 
 
 @pytest.fixture(scope="module")
-def small():
+def small(tiny_real_run):
     preds = make_predictions(MODELS, SEEDS, 200, 4)
     labels = [f"{m}/long_flat/seed={s}" for m in MODELS for s in SEEDS]
     equity = make_equity(preds, labels)
-    metrics = make_metrics(MODELS, SEEDS, equity)
+    metrics = RunMetrics.read(tiny_real_run.run_dir / "metrics.json")
     return {"predictions": preds, "history": make_history(MODELS, SEEDS, 4), "equity": equity, "metrics": metrics}
 
 
@@ -230,12 +196,11 @@ def test_fold_score_table_matches_sklearn(small):
     assert row["start"] == g["timestamp"].min()
 
 
-def test_twenty_models_eight_years_render_readably():
+def test_twenty_models_eight_years_render_readably(small):
     models = [f"m{i:02d}" for i in range(20)]
     preds = make_predictions(models, [0], 2900, 48)
     equity = make_equity(preds, [f"{m}/long_flat" for m in models])
-    metrics = make_metrics(models, [0], equity)
-    figs = figures.all_figures(preds, make_history(models, [0], 48, epochs=5), equity, metrics)
+    figs = figures.all_figures(preds, make_history(models, [0], 48, epochs=5), equity, small["metrics"])
     for name, fig in figs.items():
         w, h = fig.get_size_inches()
         assert w <= 14 and h <= 22, (name, w, h)  # at dpi 110: at most ~1,500 x 2,400 px
@@ -267,29 +232,90 @@ def test_report_is_self_contained_and_embeds_every_figure(report_html):
     assert "Synthetic &lt;run&gt;" in text  # escaped
 
 
-def test_report_summary_table_in_given_order(small, report_html):
-    text, _ = report_html
-    parsed = _parse(text)
-    assert parsed.tables[0] == "summary" and "models" in parsed.tables
-    rows = parsed.rows["summary"]
-    assert [r[1] for r in rows] == [s["portfolio"] for s in small["metrics"]["summary"]]
-    bh = next(r for r in rows if r[1] == "buy_and_hold")
-    want = small["metrics"]["summary"][[s["portfolio"] for s in small["metrics"]["summary"]].index("buy_and_hold")]
-    assert bh[4] == f"{100 * want['total_return']:.1f}"
-    assert "35.0" in bh  # max drawdown -0.35 shown as a 35.0 % magnitude
-    assert "n/a" in bh  # None precision of a baseline
+NUMBER = re.compile(r"^[+-]?(\d[\d,]*(\.\d+)?(e[+-]?\d+)?|<0\.001)( ± .*)?$")
 
 
-def test_report_models_table_and_run_info(small, report_html):
+def _columns(text: str, table: str) -> tuple[list[str], list[list[str]]]:
+    heads = re.search(rf'<table id="{table}"><thead><tr>(.*?)</tr>', text).group(1)
+    return [html_mod.unescape(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", heads)], _parse(text).rows[table]
+
+
+def test_report_summary_table_has_a_number_wherever_the_run_has_one(small, report_html):
+    import html as html_mod_  # noqa: F401
+
     text, _ = report_html
-    parsed = _parse(text)
-    rows = parsed.rows["models"]
-    assert [r[0] for r in rows] == MODELS
-    assert "<0.001" in rows[0] and "0.690" in rows[0]  # PT and DM p-values
-    assert rows[0][rows[0].index("0.690") - 1] == "-0.40"
-    assert "n/a" in rows[0]  # persistence's undefined ratio to itself
-    assert "synthetic" in text and "0.100%" in text and "0.050%" in text
-    assert "out of sample" in text
+    m = small["metrics"]
+    heads, rows = _columns(text, "summary")
+    assert [r[1] for r in rows] == [s.portfolio for s in m.summary]  # best first, as the metrics say
+    fields = {"Return [%]": "total_return", "Sharpe": "sharpe", "Sortino": "sortino", "Max DD [%]": "max_drawdown",
+              "Trades": "trades", "Exposure [%]": "exposure", "Precision": "precision", "Recall": "recall",
+              "F1": "f1", "MSE / pers.": "mse_ratio", "Boot. p (2-sided)": "sharpe_diff_p_value_two_sided"}
+    assert set(fields) <= set(heads)
+    for row, s in zip(rows, m.summary):
+        for head, name in fields.items():
+            cell = row[heads.index(head)]
+            if getattr(s, name) is None:
+                assert cell == "n/a", (s.portfolio, head, cell)
+            else:
+                assert NUMBER.match(cell), (s.portfolio, head, cell)
+        assert row[heads.index("Verdict vs buy & hold")] == s.verdict.short()
+    # the model portfolios do carry a forecast MSE ratio: the column the old report always showed as n/a
+    assert any(s.mse_ratio is not None for s in m.summary if s.model)
+    bh = rows[[s.portfolio for s in m.summary].index("buy_and_hold")]
+    assert bh[heads.index("Return [%]")] == f"{100 * m.row('buy_and_hold').total_return:.1f}"
+
+
+def test_report_models_table_has_every_number_and_labels_sides(small, report_html):
+    text, _ = report_html
+    m = small["metrics"]
+    heads, rows = _columns(text, "models")
+    assert [r[0] for r in rows] == list(m.models)
+    for h in ("DM p (two-sided)", "DM p (one-sided: model better)", "PT p (one-sided: skill)", "MSE / persistence"):
+        assert h in heads
+    for row, (name, block) in zip(rows, m.models.items()):
+        _, seed = block.first_seed()
+        dm, pt = seed.significance.diebold_mariano, seed.significance.pesaran_timmermann
+        want = {"MSE / persistence": seed.regression.mse_ratio, "DM p (two-sided)": dm.p_value_two_sided,
+                "DM p (one-sided: model better)": dm.p_value_one_sided_model_better,
+                "PT p (one-sided: skill)": pt.p_value_one_sided_skill, "RMSE [log ret]": seed.regression.rmse,
+                "F1": seed.classification.f1, "TP": seed.classification.tp}
+        for head, v in want.items():
+            cell = row[heads.index(head)]
+            assert (cell == "n/a") == (v is None), (name, head, cell)
+            if v is not None:
+                assert NUMBER.match(cell), (name, head, cell)
+        if block.type != "persistence":
+            assert seed.regression.mse_ratio is not None
+            assert row[heads.index("Verdict vs persistence")] == seed.verdict_vs_persistence.short()
+    assert "out of sample" in text and f"{m.deflated_sharpe.n_trials} trials" in text
+
+
+def test_verdict_colour_comes_from_the_outcome_not_the_text(small):
+    from backtest.schema import Verdict
+    from reports.html import verdict_cell
+
+    beats = Verdict(outcome="beats", p_value=0.01, estimate=1.2, benchmark_value=0.8, test="t")
+    same = Verdict(outcome="not_distinguishable", p_value=0.48, estimate=1.2, benchmark_value=0.8, test="t")
+    worse = Verdict(outcome="worse", p_value=0.02, estimate=0.1, benchmark_value=0.8, test="t")
+    assert "good" in verdict_cell(beats).cls and "bad" in verdict_cell(worse).cls
+    c = verdict_cell(same)
+    assert "good" not in c.cls and "bad" not in c.cls
+    assert same.short() == "≈ B&H (p=0.48)" and "not distinguishable from buy & hold" in same.text()
+    assert "two-sided p = 0.480" in c.title
+
+
+def test_metrics_json_round_trips_and_rejects_drift(small, tmp_path):
+    m = small["metrics"]
+    again = RunMetrics.from_json(m.to_json())
+    assert again == m
+    d = m.to_dict()
+    d["summary"][0]["mse_vs_persistence"] = 1.0  # a key the schema does not have
+    with pytest.raises(SchemaError, match=r"metrics\.json: metrics\.summary\[0\] has unknown field 'mse_vs_persistence'"):
+        RunMetrics.from_dict(d)
+    d = m.to_dict()
+    del d["schema_version"]
+    with pytest.raises(SchemaError, match=r"schema_version None, this version reads 2"):
+        RunMetrics.from_dict(d)
 
 
 def test_save_figures_and_write_report(tmp_path, small):
@@ -309,77 +335,82 @@ def test_save_figures_and_write_report(tmp_path, small):
 # --------------------------------------------------------------------------- compare
 
 
-def _write_run(d: Path, models: list[str], seeds: list[int], rng_seed: int) -> Path:
-    preds = make_predictions(models, seeds, 120, 3, rng_seed=rng_seed)
-    labels = [f"{m}/long_flat" + (f"/seed={s}" if len(seeds) > 1 else "") for m in models for s in seeds]
-    equity = make_equity(preds, labels, rng_seed=rng_seed)
-    metrics = make_metrics(models, seeds, equity, name=d.name)
-    d.mkdir(parents=True)
-    (d / "metrics.json").write_text(json.dumps(metrics))
-    equity.to_csv(d / "equity.csv", index_label="timestamp")
-    (d / "config.toml").write_text(f'[run]\nname = "{d.name}"\nseeds = {seeds}\n')
+def _copy_run(src: Path, d: Path, **run_changes) -> Path:
+    """A copy of the real tiny run under another name; ``run_changes`` edit RunInfo through the schema."""
+    import shutil
+
+    shutil.copytree(src, d)
+    if run_changes:
+        m = RunMetrics.read(d / "metrics.json")
+        for k, v in run_changes.items():
+            setattr(m.run, k, v)
+        m.write(d / "metrics.json")
     return d
 
 
-def test_compare_runs_ranks_and_plots_seed_spread(tmp_path):
-    a = _write_run(tmp_path / "runs" / "dropout_0.2", ["lstm", "gru"], [1, 2, 3], 3)
-    b = _write_run(tmp_path / "runs" / "dropout_0.0", ["lstm"], [1, 2, 3], 4)
-    out = compare.compare_runs([a, b], tmp_path / "cmp")
+def test_compare_ranks_dedupes_and_counts_every_trial(tmp_path, tiny_real_run):
+    a = _copy_run(tiny_real_run.run_dir, tmp_path / "runs" / "a")
+    b = _copy_run(tiny_real_run.run_dir, tmp_path / "runs" / "b")
+    out = compare.compare_runs([a, b, a], tmp_path / "cmp")  # a named twice: compared once
     assert out == tmp_path / "cmp" / "compare.html"
     parsed = _parse(out.read_text())
-    assert "ranked" in parsed.tables
-    assert len(parsed.imgs) == 2 and all(s.startswith("data:image/png;base64,") for s in parsed.imgs)
-    assert not [u for u in parsed.links if u.startswith(("http://", "https://"))]
-    assert (tmp_path / "cmp" / "figures" / "equity.png").is_file()
-    assert (tmp_path / "cmp" / "figures" / "seeds.png").is_file()
-
-    ranked = json.loads((tmp_path / "cmp" / "compare.json").read_text())["ranked"]
-    n_rows = sum(len(json.loads((d / "metrics.json").read_text())["summary"]) for d in (a, b))
-    assert len(ranked) == n_rows == len(parsed.rows["ranked"])
-    sharpes = [r["sharpe"] for r in ranked]
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    n = len(RunMetrics.read(a / "metrics.json").summary)
+    assert len(data["ranked"]) == 2 * n == len(parsed.rows["ranked"])
+    sharpes = [r["sharpe"] for r in data["ranked"]]
     assert sharpes == sorted(sharpes, reverse=True)
-    assert {r["run"] for r in ranked} == {"dropout_0.2", "dropout_0.0"}
-    assert [r[2] for r in parsed.rows["ranked"]] == [r["portfolio"] for r in ranked]
-
-    samples = compare.seed_samples([compare.load_run(a), compare.load_run(b)])
-    assert set(samples["config"]) == {"dropout_0.2: lstm/long_flat", "dropout_0.2: gru/long_flat",
-                                      "dropout_0.0: lstm/long_flat"}
-    assert (samples.groupby("config").size() == 3).all()
+    models = [s for s in RunMetrics.read(a / "metrics.json").summary if s.model]
+    assert data["deflated_sharpe"]["n_trials"] == 2 * len(models)
+    assert f"{2 * len(models)} trials" in out.read_text()
+    assert data["not_comparable"] == []
+    assert not [u for u in parsed.links if u.startswith(("http://", "https://"))]
 
 
-def test_compare_single_seed_runs_have_no_box_plots(tmp_path):
-    a = _write_run(tmp_path / "a", ["lstm"], [0], 5)
-    b = _write_run(tmp_path / "b", ["gru"], [0], 6)
-    out = compare.compare_runs([a, b], tmp_path / "cmp")
-    assert len(_parse(out.read_text()).imgs) == 1
-    assert not (tmp_path / "cmp" / "figures" / "seeds.png").exists()
+def test_compare_refuses_runs_on_other_spans_unless_forced(tmp_path, tiny_real_run):
+    a = _copy_run(tiny_real_run.run_dir, tmp_path / "a")
+    b = _copy_run(tiny_real_run.run_dir, tmp_path / "b", first_test_bar="2019-01-01T00:00:00+00:00")
+    with pytest.raises(RunDirError, match=r"compare: runs are not comparable \(test span differs: .*use --force"):
+        compare.compare_runs([a, b], tmp_path / "cmp")
+    assert not (tmp_path / "cmp").exists()
+    c = _copy_run(tiny_real_run.run_dir, tmp_path / "c", timeframe="4h")
+    with pytest.raises(RunDirError, match=r"timeframe differs"):
+        compare.compare_runs([a, c], tmp_path / "cmp")
+    out = compare.compare_runs([a, b], tmp_path / "cmp", force=True)
+    assert "Not comparable (compared with --force)" in out.read_text()
 
 
-def test_compare_missing_run_dir_raises_naming_it(tmp_path):
-    a = _write_run(tmp_path / "a", ["lstm"], [0], 5)
+def test_seed_box_plots_from_samples():
+    samples = pd.DataFrame({"config": ["r: x"] * 3 + ["r: y"] * 3, "seed": [0, 1, 2] * 2,
+                            "sharpe": [0.1, 0.3, 0.2, 1.0, 0.9, 1.1], "total_return": [0.1] * 6, "f1": [0.5] * 6})
+    fig = compare.seed_boxplots(samples)
+    assert len(fig.axes) == 3 and all(ax.has_data() for ax in fig.axes)
+
+
+def test_compare_missing_run_dir_raises_naming_it(tmp_path, tiny_real_run):
+    a = _copy_run(tiny_real_run.run_dir, tmp_path / "a")
     missing = tmp_path / "nope"
     with pytest.raises(RunDirError, match=re.escape(str(missing))):
         compare.compare_runs([a, missing], tmp_path / "cmp")
     assert not (tmp_path / "cmp").exists()
 
 
-def test_compare_unfinished_run_dir_raises(tmp_path):
-    d = _write_run(tmp_path / "x", ["lstm"], [0], 5)
+def test_compare_unfinished_run_dir_raises(tmp_path, tiny_real_run):
+    d = _copy_run(tiny_real_run.run_dir, tmp_path / "x")
     (d / "metrics.json").unlink()
     with pytest.raises(RunDirError, match=re.escape(f"{d}: not a finished run (metrics.json missing)")):
         compare.compare_runs([d], tmp_path / "cmp")
 
 
-def test_compare_corrupt_metrics_raises_naming_dir(tmp_path):
-    d = _write_run(tmp_path / "broken", ["lstm"], [0], 5)
+def test_compare_corrupt_metrics_raises_naming_dir(tmp_path, tiny_real_run):
+    d = _copy_run(tiny_real_run.run_dir, tmp_path / "broken")
     (d / "metrics.json").write_text('{"summary": [')
     with pytest.raises(RunDirError, match=re.escape(str(d)) + r": corrupt metrics\.json") as err:
         compare.compare_runs([d], tmp_path / "cmp")
     assert "\n" not in str(err.value)
 
 
-def test_compare_corrupt_equity_raises_naming_dir(tmp_path):
-    d = _write_run(tmp_path / "eq", ["lstm"], [0], 5)
+def test_compare_corrupt_equity_raises_naming_dir(tmp_path, tiny_real_run):
+    d = _copy_run(tiny_real_run.run_dir, tmp_path / "eq")
     (d / "equity.csv").write_text("when,value\nnot a date,abc\n")
     with pytest.raises(RunDirError, match=re.escape(str(d)) + r": corrupt equity\.csv"):
         compare.compare_runs([d], tmp_path / "cmp")
