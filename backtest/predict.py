@@ -51,6 +51,9 @@ def predict_next(run_dir: Path, *, data_source: str | None = None, model: str | 
     from models.base import Forecaster
 
     cfg, _meta, _preds = read_run(run_dir)
+    if cfg.data.universe() is not None:
+        raise RunDirError(f"{run_dir}: a universe run ({', '.join(cfg.data.universe() or [])}); "
+                          f"walkforward predict takes a single-symbol run")
     data = load_source(data_source, timeframe=cfg.data.timeframe, repair=cfg.data.repair) if data_source else \
         load_data(cfg.data, fetch=False) if cfg.data.source == "ccxt" else load_data(cfg.data)
     bars = data.bars

@@ -185,3 +185,16 @@ def test_data_fetch_several_symbols_from_the_emulator(tmp_path: Path, capsys, mo
         rc = main(args + ["--symbol", "BTC/USDT", "--symbol", "DOGE/USDT"])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and err[0].startswith("walkforward: error: DOGE/USDT: ")
+
+
+# --- example configs ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, symbols, pooled", [("universe.toml", 7, True), ("universe_4h.toml", 4, False)])
+def test_example_universe_configs_are_valid(name: str, symbols: int, pooled: bool) -> None:
+    from backtest.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / name)
+    assert len(cfg.data.universe() or []) == symbols and cfg.features.pooled is pooled
+    if cfg.data.source == "bundled":
+        data = load_universe(cfg.data)
+        assert data.bars["SOL/USDT"].index[0] > data.bars["BTC/USDT"].index[0]  # listed later, starts later
+        assert all(b.index[-1] == pd.Timestamp("2025-08-26", tz="UTC") for b in data.bars.values())

@@ -47,6 +47,10 @@ def test_per_symbol_runs_are_each_symbols_own_walk_forward(data, tmp_path: Path)
     meta = json.loads((tmp_path / "u" / "meta.json").read_text())
     assert meta["data"]["SOL/USDT"]["first_test_bar"] == "2020-12-09T00:00:00+00:00"
     assert meta["universe"]["symbols"] == SYMBOLS and meta["universe"]["sha256"] == data.sha256
+    from backtest.predict import predict_next
+
+    with pytest.raises(RunDirError, match=r"a universe run \(BTC/USDT, ETH/USDT, SOL/USDT\); walkforward predict takes a single-symbol run"):
+        predict_next(tmp_path / "u")
 
 
 # --- pooled: the calendar and the rows each fold may see -------------------------------------------------
