@@ -73,11 +73,20 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     from backtest.config import DataConfig
     from backtest.data.load import format_summary, load_data, summary
 
-    cfg = DataConfig(source="ccxt", exchange=args.exchange, symbol=args.symbol, timeframe=args.timeframe,
+    symbols = list(dict.fromkeys(args.symbol))  # repeated --symbol: once each, in order
+    cfg = DataConfig(source="ccxt", exchange=args.exchange, symbol=symbols[0], timeframe=args.timeframe,
                      start=args.since, end=args.until, repair=args.repair, cache_dir=args.cache_dir,
                      base_url=args.base_url)
-    data = load_data(cfg, now=pd.Timestamp.now(tz="UTC"), progress=not args.no_progress, hint_style="cli")
-    print(format_summary(summary(data)))
+    now = pd.Timestamp.now(tz="UTC")
+    if len(symbols) == 1:
+        print(format_summary(summary(load_data(cfg, now=now, progress=not args.no_progress, hint_style="cli"))))
+        return 0
+    from backtest.data.load import summary_line
+    from backtest.universe.data import load_universe
+
+    data = load_universe(cfg.model_copy(update={"symbols": symbols}), now=now, progress=not args.no_progress)
+    for sym in data.symbols:
+        print(summary_line(sym, data.bars[sym], data.timeframe, data.reports[sym]))
     return 0
 
 
@@ -177,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     fetch = data.add_parser("fetch", help="download candles through ccxt into the local cache (incremental)")
     fetch.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. binance")
-    fetch.add_argument("--symbol", required=True, help="market symbol, e.g. BTC/USDT")
+    fetch.add_argument("--symbol", required=True, action="append",
+                       help="market symbol, e.g. BTC/USDT; repeat for several (one summary line each)")
     fetch.add_argument("--timeframe", required=True, help="e.g. 1d, 4h, 1h")
     fetch.add_argument("--since", help="first bar, ISO date (default 2017-01-01 when the cache is empty)")
     fetch.add_argument("--until", help="stop before this bar, ISO date (default: now)")

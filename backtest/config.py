@@ -44,7 +44,14 @@ class DataConfig(_Section):
     source: Literal["bundled", "file", "ccxt"] = Field("bundled", description="bundled dataset, a local file, or an exchange through ccxt")
     path: str | None = Field(None, description="CSV or Parquet file, for source = 'file'")
     exchange: str = Field("binance", description="ccxt exchange id, for source = 'ccxt'")
-    symbol: str = Field("BTC/USDT", description="market symbol, e.g. 'BTC/USDT'")
+    symbol: str = Field("BTC/USDT", description="market symbol, e.g. 'BTC/USDT' (ignored when symbols or paths is set)")
+    symbols: list[str] | None = Field(
+        None, min_length=1,
+        description="a universe of markets (one exchange, one timeframe), for source = 'ccxt' or 'bundled'; e.g. ['BTC/USDT', 'ETH/USDT']",
+    )
+    paths: dict[str, str] | None = Field(
+        None, min_length=1, description="a universe from files, for source = 'file': symbol -> CSV/Parquet path, e.g. {'BTC/USDT' = 'btc.csv'}",
+    )
     timeframe: str | None = Field(
         None, description="bar length as a ccxt timeframe: 1m, 5m, 1h, 4h, 1d, 1w; unset = inferred from a file's "
         "bar spacing, 1d for bundled; required for ccxt. A file whose spacing differs is refused")
@@ -71,11 +78,32 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _path_for_file(self) -> "DataConfig":
-        if self.source == "file" and not self.path:
+        if self.paths is not None:
+            if self.source != "file":
+                raise ValueError(f"data.paths needs data.source = 'file' (got {self.source!r}); use data.symbols for 'ccxt' or 'bundled'")
+            if self.symbols is not None:
+                raise ValueError("data.symbols and data.paths are exclusive: paths names the symbols of a file universe")
+            if self.path:
+                raise ValueError("data.path and data.paths are exclusive: use data.paths for several files")
+        if self.symbols is not None:
+            if self.source == "file":
+                raise ValueError("data.symbols is for source = 'ccxt' or 'bundled'; for files use data.paths = {SYMBOL = PATH, ...}")
+            dup = sorted({s for s in self.symbols if self.symbols.count(s) > 1})
+            if dup:
+                raise ValueError(f"data.symbols repeats {', '.join(dup)}")
+        if self.source == "file" and not self.path and self.paths is None:
             raise ValueError("data.path is required when data.source = 'file'")
         if self.source == "ccxt" and self.timeframe is None:
             raise ValueError("data.timeframe is required when data.source = 'ccxt' (e.g. '1d', '4h')")
         return self
+
+    def universe(self) -> list[str] | None:
+        """The symbols of a universe run in config order (``symbols`` or the keys of ``paths``), or None for one symbol."""
+        if self.symbols is not None:
+            return list(self.symbols)
+        if self.paths is not None:
+            return list(self.paths)
+        return None
 
 
 class FeaturesConfig(_Section):
@@ -88,6 +116,12 @@ class FeaturesConfig(_Section):
     )
     target: Literal["return", "close"] = Field("return", description="return = next-bar log return r[t+1]; close = next close level")
     horizon: int = Field(1, ge=1, le=100, description="K bars ahead: the model outputs r[t+1..t+K]")
+    pooled: bool = Field(
+        False, description="universe runs: one model per fold trained on every eligible symbol's windows (false: one walk-forward per symbol)",
+    )
+    symbol_input: Literal["none", "onehot"] = Field(
+        "none", description="pooled runs: 'onehot' appends one 0/1 channel per universe symbol to every time step of the input window",
+    )
 
     @field_validator("inputs")
     @classmethod
@@ -300,6 +334,17 @@ def _check_strategy(name: str, s: "StrategyConfig", cfg: "Config") -> None:
                              f"{' and '.join(skip)} (models: {', '.join(names) or 'none'})")
 
 
+#: Keys added for universe runs, with the value that means "not a universe": left out of identities
+#: (run fingerprints, paper accounts) at that value, so single-symbol runs made before they existed still resume.
+_UNIVERSE_DEFAULTS = {"data": {"symbols": None, "paths": None}, "features": {"pooled": False, "symbol_input": "none"}}
+
+
+def identity_section(section: str, dumped: dict[str, Any]) -> dict[str, Any]:
+    """``dumped`` (a section's ``model_dump(mode="json")``) without universe keys left at their single-symbol value."""
+    defaults = _UNIVERSE_DEFAULTS.get(section, {})
+    return {k: v for k, v in dumped.items() if not (k in defaults and v == defaults[k])}
+
+
 def _did_you_mean(word: str, choices: Any) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -433,6 +478,11 @@ def _indicator_warmup(inputs: list[str]) -> int:
     return max([need.get(i, 0) for i in inputs] + [0])
 
 
+def _bare_key(k: str) -> bool:
+    """A TOML bare key (letters, digits, ``_``, ``-``); anything else (``BTC/USDT``) is written quoted."""
+    return k.replace("_", "").replace("-", "").isalnum()
+
+
 def _to_toml(obj: dict[str, Any]) -> str:
     """Minimal TOML writer for the config's shape (tables of scalars/lists, two nesting levels)."""
     lines: list[str] = []
@@ -451,10 +501,10 @@ def _to_toml(obj: dict[str, Any]) -> str:
         nested = {k: v for k, v in d.items() if isinstance(v, dict)}
         if flat or not nested:
             lines.append(f"[{name}]")
-            lines.extend(f"{k} = {scalar(v)}" for k, v in flat.items())
+            lines.extend(f"{k if _bare_key(k) else scalar(k)} = {scalar(v)}" for k, v in flat.items())
             lines.append("")
         for k, v in nested.items():
-            key = k if k.replace("_", "").replace("-", "").isalnum() else scalar(k)
+            key = k if _bare_key(k) else scalar(k)
             table(f"{name}.{key}", v)
 
     for section, body in obj.items():

@@ -34,7 +34,15 @@ def write_evaluation(run_dir: Path, ev: Evaluation) -> None:
 
 
 def run_all(cfg: Config, out: str | Path = "runs", *, progress: bool = False) -> RunResult:
-    """Run or resume the forecasts, simulate every model x strategy, write metrics and the HTML report."""
+    """Run or resume the forecasts, simulate every model x strategy, write metrics and the HTML report.
+
+    A config naming a universe (``data.symbols`` or ``data.paths``) runs :func:`backtest.universe.run.run_universe`
+    instead and returns its ``UniverseRunResult`` (same ``run_dir``, ``predictions`` and ``report_path``).
+    """
+    if cfg.data.universe() is not None:
+        from backtest.universe.run import run_universe
+
+        return run_universe(cfg, out, progress=progress)  # type: ignore[return-value]
     fr = run_forecasts(cfg, out, progress=progress)
     ev = evaluate(cfg, fr.predictions, fr.data.bars, fr.data.timeframe, synthetic=fr.data.synthetic)
     write_evaluation(fr.run_dir, ev)

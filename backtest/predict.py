@@ -83,6 +83,9 @@ def predict_next(run_dir: Path, *, data_source: str | None = None, model: str | 
 
     run_dir = Path(run_dir)
     cfg, meta, preds = read_run(run_dir)
+    if cfg.data.universe() is not None:
+        raise RunDirError(f"{run_dir}: a universe run ({', '.join(cfg.data.universe() or [])}); "
+                          f"walkforward predict takes a single-symbol run")
     if model and model not in cfg.models:
         raise RunDirError(f"{run_dir}: no model {model!r}; models: {', '.join(cfg.models)}")
     data = load_source(data_source, repair=cfg.data.repair) if data_source else \

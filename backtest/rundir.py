@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from backtest.config import Config, parse_config
+from backtest.config import Config, identity_section, parse_config
 from backtest.errors import RunDirError
 
 PREDICTION_COLUMNS = ["timestamp", "model", "seed", "fold", "y_true", "y_pred", "close", "pred_close"]
@@ -28,8 +28,9 @@ def forecast_fingerprint(cfg: Config, data_sha256: str) -> str:
     """sha256 of everything that changes a forecast: data, features, fold plan, models, seeds."""
     d = cfg.model_dump(mode="json")
     wf = {k: v for k, v in d["walkforward"].items() if k not in _EXECUTION_ONLY}
-    data = {k: v for k, v in d["data"].items() if k not in ("cache_dir", "base_url", "timeout_ms", "max_retries")}
-    payload = {"data": data, "data_sha256": data_sha256, "features": d["features"], "walkforward": wf,
+    data = {k: v for k, v in identity_section("data", d["data"]).items()
+            if k not in ("cache_dir", "base_url", "timeout_ms", "max_retries")}
+    payload = {"data": data, "data_sha256": data_sha256, "features": identity_section("features", d["features"]), "walkforward": wf,
                "models": d["models"], "seeds": d["run"]["seeds"], "deterministic": d["run"]["deterministic"]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

@@ -31,6 +31,9 @@ request with that status. ``overlap=k`` makes each page start ``k`` bars
 before ``startTime`` (candles duplicated across consecutive pages).
 
 Every request is logged in :attr:`requests` as ``(path, params)``.
+
+Several markets: ``markets={"ETH/USDT": eth_frame, ...}`` serves those frames too (same timeframe,
+same clock and faults), each listed in ``exchangeInfo`` and answered by its own ``symbol`` id.
 """
 from __future__ import annotations
 
@@ -80,6 +83,7 @@ class ExchangeEmulator:
         max_limit: int = 1000,
         overlap: int = 0,
         timeout_sleep_s: float = 2.0,
+        markets: dict[str, pd.DataFrame] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -94,6 +98,11 @@ class ExchangeEmulator:
         self.always_status: int | None = None
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.now = now
+        self._others: dict[str, tuple[str, str, np.ndarray, np.ndarray]] = {}
+        for sym, f in (markets or {}).items():
+            base, quote = sym.split("/")
+            times, values = _arrays(f)
+            self._others[base + quote] = (base, quote, times, values)
         self.set_frame(frame)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -113,10 +122,7 @@ class ExchangeEmulator:
 
     def set_frame(self, frame: pd.DataFrame) -> None:
         """Replace the bars served (same convention as the constructor's ``frame``)."""
-        times = np.asarray(
-            [_to_ms(t) for t in pd.DatetimeIndex(frame.index).tz_convert("UTC")], dtype=np.int64
-        )
-        values = frame[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
+        times, values = _arrays(frame)
         with self._lock:
             self._times = times
             self._values = values
@@ -204,7 +210,14 @@ class ExchangeEmulator:
         return _to_ms(self.now)
 
     def exchange_info(self) -> dict[str, Any]:
-        """The ``/api/v3/exchangeInfo`` answer: one spot market, trading."""
+        """The ``/api/v3/exchangeInfo`` answer: the spot market(s), trading."""
+        info = self._exchange_info()
+        one = info["symbols"][0]
+        for market_id, (base, quote, _, _) in self._others.items():
+            info["symbols"].append({**one, "symbol": market_id, "baseAsset": base, "quoteAsset": quote})
+        return info
+
+    def _exchange_info(self) -> dict[str, Any]:
         return {
             "timezone": "UTC",
             "serverTime": self.server_time_ms(),
@@ -253,7 +266,7 @@ class ExchangeEmulator:
 
     def klines(self, params: dict[str, str]) -> tuple[int, Any]:
         """``(status, json)`` for a klines request with Binance's parameter semantics."""
-        if params.get("symbol") != self.market_id:
+        if params.get("symbol") != self.market_id and params.get("symbol") not in self._others:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
         if params.get("interval") != self.timeframe:
             return 400, {"code": -1120, "msg": "Invalid interval."}
@@ -266,6 +279,8 @@ class ExchangeEmulator:
         limit = max(1, min(limit, self.max_limit))
         with self._lock:
             times, values, now_ms = self._times, self._values, _to_ms(self._now)
+            if params.get("symbol") in self._others:
+                _, _, times, values = self._others[params["symbol"]]
         visible = times <= now_ms  # bars that have opened by now
         lo = 0 if start is None else int(np.searchsorted(times, start, side="left"))
         hi = int(np.searchsorted(times, end, side="right")) if end is not None else len(times)
@@ -316,6 +331,12 @@ class ExchangeEmulator:
         else:
             status, obj = 404, {"code": -1, "msg": f"emulator: no route {path}"}
         return status, "application/json", json.dumps(obj).encode(), delay
+
+
+def _arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Open times (ms since the epoch) and OHLCV values of a frame in the project's convention."""
+    times = np.asarray([_to_ms(t) for t in pd.DatetimeIndex(frame.index).tz_convert("UTC")], dtype=np.int64)
+    return times, frame[["open", "high", "low", "close", "volume"]].to_numpy(dtype=np.float64)
 
 
 class _Handler(BaseHTTPRequestHandler):

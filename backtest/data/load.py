@@ -20,12 +20,22 @@ from backtest.data.validate import HintStyle, ValidationReport, validate
 from backtest.errors import DataError
 
 BUNDLED_NAME = "BTC_USDT_1d.csv"
-BUNDLED_DESCRIPTION = "bundled Binance BTC/USDT 1d"
+BUNDLED_DESCRIPTION = "bundled Binance BTC/USDT 1d"  # the single-symbol default
 
 
-def bundled_path() -> Path:
-    """Path of the bundled BTC/USDT daily CSV inside the installed package."""
-    return Path(str(resources.files("backtest.data.bundled").joinpath(BUNDLED_NAME)))
+def bundled_path(symbol: str = "BTC/USDT") -> Path:
+    """Path of a bundled daily CSV inside the installed package (default: BTC/USDT; see the folder's README.md)."""
+    name = symbol.replace("/", "_") + "_1d.csv"
+    path = Path(str(resources.files("backtest.data.bundled").joinpath(name)))
+    if not path.is_file():
+        raise DataError(f"bundled data has no {symbol!r}; bundled symbols: {', '.join(bundled_symbols())}")
+    return path
+
+
+def bundled_symbols() -> list[str]:
+    """The symbols of the bundled daily files (``BTC_USDT_1d.csv`` -> ``BTC/USDT``), sorted."""
+    folder = Path(str(resources.files("backtest.data.bundled")))
+    return sorted(p.name.removesuffix("_1d.csv").replace("_", "/", 1) for p in folder.glob("*_1d.csv"))
 
 
 @dataclass
@@ -115,8 +125,8 @@ def load_data(cfg: DataConfig, *, now: pd.Timestamp | None = None, progress: boo
     """
     key = "data.timeframe" if hint_style == "config" else "--timeframe"
     if cfg.source == "bundled":
-        raw = read_ohlcv_file(bundled_path())
-        source, timeframe = BUNDLED_DESCRIPTION, "1d"
+        raw = read_ohlcv_file(bundled_path(cfg.symbol))
+        source, timeframe = f"bundled Binance {cfg.symbol} 1d", "1d"
         if cfg.timeframe not in (None, "1d"):
             raise DataError(f"{source}: the bundled dataset is daily; set data.timeframe = '1d' (got {cfg.timeframe!r})")
     elif cfg.source == "file":
@@ -186,6 +196,13 @@ def summary(data: LoadedData) -> dict[str, object]:
         "max_close": float(b["close"].max()),
         "repairs": data.report.describe(),
     }
+
+
+def summary_line(symbol: str, bars: pd.DataFrame, timeframe: str, report: ValidationReport) -> str:
+    """One line per symbol for ``data fetch`` of several symbols: rows, first/last bar (open, UTC), gaps, validation."""
+    first, last = bars.index[0].isoformat(), bars.index[-1].isoformat()
+    gaps = report.repairs.get("missing bars filled", 0)
+    return f"{symbol}  {len(bars):,} rows  {first} .. {last}  {timeframe}  gaps {gaps}  {report.describe()}"
 
 
 def format_summary(s: dict[str, object]) -> str:

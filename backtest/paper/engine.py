@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.config import Config, check_against_data
+from backtest.config import Config, check_against_data, identity_section
 from backtest.data.cache import default_cache_dir
 from backtest.data.frame import timeframe_delta
 from backtest.errors import ConfigError, DataError, ExchangeError, LedgerError, WalkforwardError
@@ -98,6 +98,8 @@ class PaperSetup:
 
     @classmethod
     def from_config(cls, cfg: Config) -> "PaperSetup":
+        if cfg.data.universe() is not None:
+            raise ConfigError("paper trading takes one market: set data.symbol, not data.symbols or data.paths")
         T0 = cfg.paper.history if cfg.paper.history is not None else cfg.walkforward.initial_train
         seed = cfg.run.seeds[0]
         names = [cfg.paper.model] if cfg.paper.model else list(cfg.models)
@@ -115,7 +117,7 @@ class PaperSetup:
         identity = {
             "exchange": cfg.data.exchange, "symbol": cfg.data.symbol, "timeframe": cfg.data.timeframe,
             "start": cfg.data.start, "repair": cfg.data.repair,
-            "features": d["features"],
+            "features": identity_section("features", d["features"]),
             "walkforward": {k: v for k, v in d["walkforward"].items() if k not in ("executor", "workers", "max_folds")},
             "models": d["models"], "strategies": d["strategies"],
             "backtest": {k: d["backtest"][k] for k in ("fees", "slippage", "init_cash")},
