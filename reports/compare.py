@@ -109,8 +109,12 @@ def ranked_table(runs: list[RunData]) -> pd.DataFrame:
     """Every run × portfolio of ``metrics["summary"]``, ranked by Sharpe (highest first, undefined last).
 
     Columns: ``rank, run, portfolio, model, strategy, total_return, sharpe,
-    max_drawdown, f1, verdict, first_test_bar, last_test_bar`` (fractions as in
-    metrics.json; max_drawdown as a non-negative magnitude).
+    max_drawdown, f1, verdict, first_test_bar, last_test_bar, symbols,
+    symbols_beaten`` (fractions as in metrics.json; max_drawdown as a
+    non-negative magnitude). For a universe run the rows are its universe
+    portfolios (``buy_and_hold`` = equal-weight buy & hold of the universe),
+    ``symbols`` lists its symbols and ``symbols_beaten`` says on how many it
+    beats buy & hold and persistence (Holm-adjusted counts).
     """
     rows = []
     for r in runs:
@@ -125,9 +129,10 @@ def ranked_table(runs: list[RunData]) -> pd.DataFrame:
                 "sharpe": _f(s.get("sharpe")), "max_drawdown": None if dd is None else abs(dd),
                 "f1": _f(s.get("f1")), "verdict": s.get("verdict"),
                 "first_test_bar": info.get("first_test_bar"), "last_test_bar": info.get("last_test_bar"),
+                "symbols": _scope(info), "symbols_beaten": _symbols_beaten(s),
             })
     cols = ["rank", "run", "portfolio", "model", "strategy", "total_return", "sharpe", "max_drawdown", "f1",
-            "verdict", "first_test_bar", "last_test_bar"]
+            "verdict", "first_test_bar", "last_test_bar", "symbols", "symbols_beaten"]
     if not rows:
         return pd.DataFrame(columns=cols)
     table = pd.DataFrame(rows)
@@ -135,6 +140,23 @@ def ranked_table(runs: list[RunData]) -> pd.DataFrame:
     table = table.iloc[np.argsort(-key.to_numpy(), kind="stable")].reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     return table[cols]
+
+
+def _scope(info: dict[str, Any]) -> str | None:
+    """The market(s) of a run: its symbol, or "universe: A, B, C" for a universe run."""
+    if info.get("universe"):
+        return "universe: " + ", ".join(map(str, info.get("symbols") or []))
+    return info.get("symbol")
+
+
+def _symbols_beaten(row: dict[str, Any]) -> str | None:
+    """For a universe run's row: on how many symbols it beats buy & hold and persistence (Holm-adjusted)."""
+    parts = []
+    for key, name in (("beats_buy_and_hold", "buy & hold"), ("beats_persistence", "persistence")):
+        bc = row.get(key)
+        if isinstance(bc, dict) and bc.get("n_symbols"):
+            parts.append(f"{name} {bc.get('holm')}/{bc.get('n_symbols')}")
+    return ", ".join(parts) + " (Holm)" if parts else None
 
 
 def seed_samples(runs: list[RunData]) -> pd.DataFrame:
@@ -284,14 +306,15 @@ def _hbox(ax: Any, data: list[np.ndarray], pos: list[int]) -> None:
 
 def _ranked_html(table: pd.DataFrame) -> str:
     headers = ["#", ("Run", "l"), ("Portfolio", "l"), "Total return [%]", "Sharpe", "Max drawdown [%]", "F1",
-               ("Verdict", "l"), ("Test span (UTC)", "l")]
+               ("Verdict", "l"), ("Test span (UTC)", "l"), ("Symbols", "l"), ("Symbols beaten", "l")]
     body, classes = [], []
     for r in table.to_dict("records"):
         span = f"{r.get('first_test_bar') or 'n/a'} → {r.get('last_test_bar') or 'n/a'}"
         body.append([r["rank"], Cell(r["run"], "l"), Cell(r["portfolio"], "l"),
                      fmt_pct(r["total_return"], 1).rstrip("%"), fmt_num(r["sharpe"]),
                      fmt_pct(r["max_drawdown"], 1).rstrip("%"), fmt_num(r["f1"], 3),
-                     Cell(r.get("verdict") or "", "l " + verdict_class(r.get("verdict"))), Cell(span, "l")])
+                     Cell(r.get("verdict") or "", "l " + verdict_class(r.get("verdict"))), Cell(span, "l"),
+                     Cell(r.get("symbols") or "n/a", "l"), Cell(r.get("symbols_beaten") or "—", "l")])
         classes.append("base" if r["portfolio"] in BASELINES or r.get("model") is None else "")
     return html_table(headers, body, row_classes=classes, table_id="ranked")
 
