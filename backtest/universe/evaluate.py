@@ -283,6 +283,17 @@ def _universe_signals(per_symbol: dict[str, pd.DataFrame], labels: list[str]) ->
     return out, active
 
 
+def _check_executable(symbol: str, decisions: pd.DatetimeIndex, bars: pd.DataFrame) -> None:
+    """Every decision bar of ``symbol`` must be one of its bars, and so must the bar after its last one
+    (where the last signal is executed); else a one-line :class:`DataError` naming the symbol."""
+    missing = decisions.difference(bars.index)
+    if len(missing):
+        raise DataError(f"{symbol}: forecast at {missing[0].isoformat()} has no bar in the loaded data")
+    if bars.index.get_loc(decisions.max()) + 1 >= len(bars):
+        raise DataError(f"{symbol}: the bar after the last decision bar {decisions.max().isoformat()} is missing: "
+                        "cannot execute the last signal")
+
+
 def _verdict(row: SummaryRow) -> str:
     if row.portfolio == UNIVERSE_BH:
         return "benchmark (equal-weight buy & hold of the universe)"
@@ -323,6 +334,8 @@ def evaluate_universe(cfg: Config, predictions: pd.DataFrame, bars: dict[str, pd
     symbols = [s for s in bars if (predictions["symbol"] == s).any()]
     if not symbols:
         raise DataError("universe predictions: no rows")
+    for s in symbols:  # fail before any work, naming the symbol
+        _check_executable(s, pd.DatetimeIndex(predictions.loc[predictions["symbol"] == s, "timestamp"]), bars[s])
     ppy = periods_per_year(timeframe)
     sym_info: dict[str, Any] = {}
     sym_signals: dict[str, pd.DataFrame] = {}
@@ -332,10 +345,7 @@ def evaluate_universe(cfg: Config, predictions: pd.DataFrame, bars: dict[str, pd
     trades = []
     for s in symbols:
         preds = predictions[predictions["symbol"] == s].drop(columns="symbol")
-        try:
-            info, signals, sp, sim, rets = _symbol_eval(cfg, preds, bars[s], timeframe)
-        except ValueError as exc:  # e.g. the bar after the last decision bar is missing
-            raise DataError(f"{s}: {exc}") from None
+        info, signals, sp, sim, rets = _symbol_eval(cfg, preds, bars[s], timeframe)
         if specs and [x.label for x in sp] != [x.label for x in specs]:
             raise ValueError(f"{s}: portfolio labels differ from the other symbols'")
         specs = sp

@@ -114,6 +114,11 @@ def test_universe_and_pooled_metrics(uni) -> None:
     sol_first = pd.Timestamp(m["symbols"]["SOL/USDT"]["first_test_bar"])
     assert eq["momentum/long_flat[SOL/USDT]"].loc[: sol_first - pd.Timedelta(days=1)].isna().all()
     assert eq["momentum/long_flat"].notna().all()
+    # the universe simulation's per-symbol buy & hold equals the single-symbol simulation over its span
+    for s in SYMBOLS:
+        single = eq[f"buy_and_hold[{s}]"].dropna()
+        assert len(single) == m["symbols"][s]["test_bars"] + 1
+        assert np.allclose(ev.simulation.equity[f"buy_and_hold[{s}]"].loc[single.index], single, rtol=1e-12)
     # pooled direction metrics = classification over every symbol's rows together; no price errors pooled
     mom = preds[preds["model"] == "momentum"]
     pooled = m["pooled"]["momentum"]["per_seed"]["0"]
@@ -133,8 +138,12 @@ def test_data_errors_name_the_symbol(uni) -> None:
     with pytest.raises(DataError, match=r"^DOGE/USDT: in the predictions but no bars were loaded for it$"):
         evaluate_universe(CFG, pd.concat([preds, preds.head(1).assign(symbol="DOGE/USDT")]), bars, "1d")
     short = dict(bars, **{"ETH/USDT": bars["ETH/USDT"].iloc[:-1]})
-    with pytest.raises(DataError, match=r"^ETH/USDT: the bar after the last decision bar is missing"):
+    with pytest.raises(DataError, match=r"^ETH/USDT: the bar after the last decision bar 2021-03-30\S* is missing: "
+                                        r"cannot execute the last signal$"):
         evaluate_universe(CFG, preds, short, "1d")
+    holed = dict(bars, **{"SOL/USDT": bars["SOL/USDT"].drop(pd.Timestamp("2021-01-05", tz="UTC"))})
+    with pytest.raises(DataError, match=r"^SOL/USDT: forecast at 2021-01-05\S* has no bar in the loaded data$"):
+        evaluate_universe(CFG, preds, holed, "1d")
 
 
 class _Tables(HTMLParser):
