@@ -328,6 +328,8 @@ def evaluate_universe(cfg: Config, predictions: pd.DataFrame, bars: dict[str, pd
     """
     if "symbol" not in predictions.columns:
         raise DataError("universe predictions: no 'symbol' column")
+    if not isinstance(predictions["timestamp"].dtype, pd.DatetimeTZDtype):  # e.g. read back from predictions.csv
+        predictions = predictions.assign(timestamp=pd.to_datetime(predictions["timestamp"], utc=True))
     unknown = sorted(set(predictions["symbol"]) - set(bars))
     if unknown:
         raise DataError(f"{unknown[0]}: in the predictions but no bars were loaded for it")
