@@ -110,6 +110,12 @@ def test_universe_and_pooled_metrics(uni) -> None:
     bh = next(r for r in m["summary"] if r["portfolio"] == "buy_and_hold")
     eq = ev.equity
     assert bh["total_return"] == pytest.approx(eq["buy_and_hold"].iloc[-1] / CFG.backtest.init_cash - 1, rel=1e-12)
+    # universe Sharpe and drawdown are those of the universe equity (first bar, before any fill, left out)
+    for r in m["summary"]:
+        e = eq[r["portfolio"]]
+        if r["sharpe"] is not None:
+            assert r["sharpe"] == pytest.approx(sig.sharpe_ratio(e.pct_change().iloc[1:], 365), rel=1e-9)
+        assert r["max_drawdown"] == pytest.approx((e / e.cummax() - 1).min(), abs=1e-12)
     # per-symbol columns cover only that symbol's test span; universe columns the whole span
     sol_first = pd.Timestamp(m["symbols"]["SOL/USDT"]["first_test_bar"])
     assert eq["momentum/long_flat[SOL/USDT]"].loc[: sol_first - pd.Timedelta(days=1)].isna().all()
