@@ -1,0 +1,224 @@
+"""Universe evaluation, significance over symbols, the universe report and ``compare`` on a universe run.
+
+Data: the real daily slices of ``tests/universe/data`` (BTC/ETH/SOL, different start dates, common end
+2021-03-31); forecasts from a causal rule and persistence (``tests/universe/eval_helpers.py``), so every number
+is out of sample in shape. Test bars start after 120 bars of each symbol: SOL enters about ten weeks after BTC.
+"""
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from backtest import significance as sig
+from backtest.atomic import write_text
+from backtest.config import Config
+from backtest.errors import DataError
+from backtest.metrics import classification
+from backtest.pipeline import write_evaluation
+from backtest.universe.evaluate import UniverseMetrics, adjust_pvalues, beat_count, evaluate_universe
+from reports.compare import compare_runs
+from reports.universe import heat_matrix, write_universe_report
+from tests.universe.eval_helpers import SYMBOLS, universe_bars, universe_predictions
+
+CFG = Config.model_validate({"models": {"persistence": {"type": "persistence"}, "momentum": {"type": "linear"}},
+                             "strategies": {"long_flat": {"type": "long_flat"}, "eager": {"type": "long_flat", "threshold": 0.0}},
+                             "backtest": {"bootstrap_samples": 100}, "run": {"name": "uni"}})
+
+
+@pytest.fixture(scope="module")
+def uni():
+    bars = universe_bars()
+    preds = universe_predictions(bars)
+    return bars, preds, evaluate_universe(CFG, preds, bars, "1d")
+
+
+def _holm(p: list[float]) -> list[float]:
+    """Holm's step-down adjustment, written out: sorted p_(i) * (m - i), running maximum, capped at 1."""
+    m, order = len(p), np.argsort(p, kind="stable")
+    out, run = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        run = max(run, min(1.0, p[i] * (m - rank)))
+        out[i] = run
+    return out
+
+
+def _bh(p: list[float]) -> list[float]:
+    """Benjamini-Hochberg step-up adjustment, written out: p_(i) * m / i, running minimum from the largest."""
+    m, order = len(p), np.argsort(p, kind="stable")
+    out, run = [0.0] * m, 1.0
+    for rank in range(m - 1, -1, -1):
+        i = order[rank]
+        run = min(run, p[i] * m / (rank + 1))
+        out[i] = run
+    return out
+
+
+def test_corrections_and_counts_by_hand() -> None:
+    adj = adjust_pvalues([0.001, 0.03, 0.04])
+    assert np.allclose(adj["holm"], [0.003, 0.06, 0.06]) and np.allclose(adj["bh"], [0.003, 0.04, 0.04])
+    bc = beat_count("t", "h0", ["A", "B", "C"], [1.0, 2.0, 3.0], [0.001, 0.03, 0.04], [True, True, False])
+    assert (bc.point, bc.raw, bc.holm, bc.bh, bc.n_symbols) == (2, 3, 1, 3, 3)
+    # an undefined test counts as p = 1 and stays in the family
+    adj = adjust_pvalues([0.001, 0.03, 0.04, None])
+    assert np.allclose(adj["holm"], [0.004, 0.09, 0.09, 1.0])
+    assert np.allclose(adj["bh"], [0.004, 0.04 * 4 / 3, 0.04 * 4 / 3, 1.0])
+
+
+def test_symbol_counts_match_per_symbol_tests(uni) -> None:
+    bars, preds, ev = uni
+    m = UniverseMetrics.from_json(json.loads(json.dumps(ev.metrics)))
+    assert m.run["symbols"] == list(SYMBOLS) and m.run["periods_per_year"] == 365.0
+    rows = {r.portfolio: r for r in m.summary}
+    assert set(rows) == {"persistence/long_flat", "momentum/long_flat", "persistence/eager", "momentum/eager",
+                         "buy_and_hold", "always_flat", "sma_cross"}
+    checked = 0
+    for label, row in rows.items():
+        if row.model is None:
+            assert row.beats_buy_and_hold is None and row.beats_persistence is None
+            continue
+        bc = row.beats_buy_and_hold
+        p = [m.symbols[s]["portfolios"][label]["sharpe_diff_vs_buy_and_hold"]["p_value"] for s in SYMBOLS]
+        p1 = [1.0 if v is None else v for v in p]
+        assert [t.p_value for t in bc.per_symbol] == p
+        assert np.allclose([t.p_holm for t in bc.per_symbol], _holm(p1), rtol=0, atol=1e-12)
+        assert np.allclose([t.p_bh for t in bc.per_symbol], _bh(p1), rtol=0, atol=1e-12)
+        assert bc.holm == sum(v < 0.05 for v in _holm(p1)) and bc.bh == sum(v < 0.05 for v in _bh(p1))
+        assert bc.raw == sum(v < 0.05 for v in p1)
+        if row.model == "persistence":
+            assert row.beats_persistence is None  # persistence is not tested against itself
+            continue
+        # DM vs persistence per symbol, recomputed from that symbol's prediction rows
+        for t in row.beats_persistence.per_symbol:
+            s = preds[(preds["symbol"] == t.symbol) & (preds["model"] == "momentum")]
+            dm = sig.diebold_mariano(s["y_pred"] - s["y_true"], -s["y_true"], h=1)
+            assert t.p_value == pytest.approx(dm["p_value_less"], abs=1e-12)
+            assert t.point_better == bool(np.mean((s["y_pred"] - s["y_true"]) ** 2) < np.mean(s["y_true"] ** 2))
+        checked += 1
+    assert checked == 2
+    assert rows["momentum/eager"].trades > 10  # the threshold-0 strategy really trades on every symbol
+
+
+def test_universe_and_pooled_metrics(uni) -> None:
+    bars, preds, ev = uni
+    m = ev.metrics
+    bh = next(r for r in m["summary"] if r["portfolio"] == "buy_and_hold")
+    eq = ev.equity
+    assert bh["total_return"] == pytest.approx(eq["buy_and_hold"].iloc[-1] / CFG.backtest.init_cash - 1, rel=1e-12)
+    # universe Sharpe and drawdown are those of the universe equity (first bar, before any fill, left out)
+    for r in m["summary"]:
+        e = eq[r["portfolio"]]
+        if r["sharpe"] is not None:
+            assert r["sharpe"] == pytest.approx(sig.sharpe_ratio(e.pct_change().iloc[1:], 365), rel=1e-9)
+        assert r["max_drawdown"] == pytest.approx((e / e.cummax() - 1).min(), abs=1e-12)
+    # per-symbol columns cover only that symbol's test span; universe columns the whole span
+    sol_first = pd.Timestamp(m["symbols"]["SOL/USDT"]["first_test_bar"])
+    assert eq["momentum/long_flat[SOL/USDT]"].loc[: sol_first - pd.Timedelta(days=1)].isna().all()
+    assert eq["momentum/long_flat"].notna().all()
+    # the universe simulation's per-symbol buy & hold equals the single-symbol simulation over its span
+    for s in SYMBOLS:
+        single = eq[f"buy_and_hold[{s}]"].dropna()
+        assert len(single) == m["symbols"][s]["test_bars"] + 1
+        assert np.allclose(ev.simulation.equity[f"buy_and_hold[{s}]"].loc[single.index], single, rtol=1e-12)
+    # pooled direction metrics = classification over every symbol's rows together; no price errors pooled
+    mom = preds[preds["model"] == "momentum"]
+    pooled = m["pooled"]["momentum"]["per_seed"]["0"]
+    assert pooled["classification"] == classification(mom["y_true"].to_numpy(), mom["y_pred"].to_numpy() > 0)
+    assert pooled["n"] == len(mom) and "price_mae" not in pooled["regression"]
+    # deflated Sharpe over every symbol x model x strategy tried
+    dsr = m["deflated_sharpe"]["per_symbol"]
+    assert dsr["n_trials"] == len(SYMBOLS) * 4 and len(dsr["trials"]) == 12
+    sharpes = {f"{s}|{lab}": m["symbols"][s]["portfolios"][lab]["portfolio"]["sharpe"]
+               for s in SYMBOLS for lab in ("persistence/long_flat", "momentum/long_flat", "persistence/eager", "momentum/eager")}
+    assert dsr["selected"] == max((k for k in sharpes if sharpes[k] is not None), key=lambda k: sharpes[k])
+    assert m["deflated_sharpe"]["universe"]["n_trials"] == 4
+
+
+def test_data_errors_name_the_symbol(uni) -> None:
+    bars, preds, _ = uni
+    with pytest.raises(DataError, match=r"^DOGE/USDT: in the predictions but no bars were loaded for it$"):
+        evaluate_universe(CFG, pd.concat([preds, preds.head(1).assign(symbol="DOGE/USDT")]), bars, "1d")
+    short = dict(bars, **{"ETH/USDT": bars["ETH/USDT"].iloc[:-1]})
+    with pytest.raises(DataError, match=r"^ETH/USDT: the bar after the last decision bar 2021-03-30\S* is missing: "
+                                        r"cannot execute the last signal$"):
+        evaluate_universe(CFG, preds, short, "1d")
+    holed = dict(bars, **{"SOL/USDT": bars["SOL/USDT"].drop(pd.Timestamp("2021-01-05", tz="UTC"))})
+    with pytest.raises(DataError, match=r"^SOL/USDT: forecast at 2021-01-05\S* has no bar in the loaded data$"):
+        evaluate_universe(CFG, preds, holed, "1d")
+
+
+class _Tables(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, list[list[str]]] = {}
+        self.details = 0
+        self._table: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if tag == "table":
+            self._table = a.get("id") or ""
+            self.rows.setdefault(self._table, [])
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag == "td" and self._row is not None:
+            self._cell = []
+        elif tag == "details":
+            self.details += 1
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell))
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self._table is not None:
+            if self._row:
+                self.rows[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+
+def test_report_and_compare(uni, tmp_path: Path) -> None:
+    bars, preds, ev = uni
+    run_dir = tmp_path / "uni"
+    write_evaluation(run_dir, ev)
+    write_text(run_dir / "config.toml", CFG.to_toml())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    path = write_universe_report(run_dir, metrics, preds, ev.equity)
+    text = path.read_text()
+    assert not re.search(r"(src|href)=\"(https?:)?//", text)  # self-contained
+    parser = _Tables()
+    parser.feed(text)
+    beaten = parser.rows["symbols-beaten"]
+    assert [r[0] for r in beaten] == [r["portfolio"] for r in metrics["summary"]]
+    mom = next(r for r in beaten if r[0] == "momentum/long_flat")
+    bc = next(r for r in metrics["summary"] if r["portfolio"] == "momentum/long_flat")["beats_buy_and_hold"]
+    assert mom[10:14] == [f"{bc[k]}/3" for k in ("point", "raw", "holm", "bh")]
+    assert parser.details == len(SYMBOLS)
+    assert 'id="fig-heatmap"' in text and text.count("data:image/png;base64,") == 3 + len(SYMBOLS)
+    assert "365 bars/yr" in text and (run_dir / "figures" / "heatmap.png").stat().st_size > 1000
+    m = UniverseMetrics.from_json(metrics)
+    hm = heat_matrix(m, "sharpe_diff")
+    assert hm.loc["momentum/eager", "SOL/USDT"] == pytest.approx(
+        metrics["symbols"]["SOL/USDT"]["portfolios"]["momentum/eager"]["sharpe_diff_vs_buy_and_hold"]["sharpe_diff"])
+    with pytest.raises(ValueError, match="heat map metric 'f2' is not one of"):
+        heat_matrix(m, "f2")
+    # compare reads a universe run like any other and says which symbols and how many were beaten
+    compare_runs([run_dir], tmp_path / "cmp")
+    ranked = json.loads((tmp_path / "cmp" / "compare.json").read_text())["ranked"]
+    assert {r["portfolio"] for r in ranked} == {r["portfolio"] for r in metrics["summary"]}
+    row = next(r for r in ranked if r["portfolio"] == "momentum/long_flat")
+    assert row["symbols"] == "universe: BTC/USDT, ETH/USDT, SOL/USDT"
+    assert row["symbols_beaten"] == f"buy & hold {bc['holm']}/3, persistence " \
+        f"{next(r for r in metrics['summary'] if r['portfolio'] == 'momentum/long_flat')['beats_persistence']['holm']}/3 (Holm)"
