@@ -463,11 +463,12 @@ def train_group(prepared: list[PreparedFold], cache: dict | None = None) -> list
     return outs
 
 
-def _groups(tasks: list[FoldTask], size: int) -> list[list[FoldTask]]:
-    """Tasks of one key in chunks of at most ``size``, sorted by training rows so that models in a group
-    have similar numbers of batches per epoch (they share the epoch clock; see models/grouped.py)."""
+def _groups(tasks: list[FoldTask], size: int, at_least: int = 1) -> list[list[FoldTask]]:
+    """Tasks of one key in chunks of at most ``size`` (and at least ``at_least`` chunks, so that every worker
+    gets one), sorted by training rows so that models in a group have similar numbers of batches per
+    epoch (they share the epoch clock; see models/grouped.py)."""
     ordered = sorted(tasks, key=lambda t: (t.fold.n_train, t.fold.k, t.seed, t.model_name))
-    n = -(-len(ordered) // size)
+    n = min(max(-(-len(ordered) // size), at_least), len(ordered))
     per = -(-len(ordered) // n)  # balanced chunks: 20 tasks with size 16 -> 10 + 10, not 16 + 4
     return [ordered[i:i + per] for i in range(0, len(ordered), per)]
 
@@ -485,32 +486,42 @@ def _run_units(units: list[tuple[str, list[FoldTask]]], threads: int | None = No
         if kind == "chain":
             results += [run_fold(t, cache) for t in tasks]
             continue
+        missing = [not is_complete(t) for t in tasks]  # a resumed group: its finished folds are not rewritten
         outs = train_group([prepare_fold(t) for t in tasks], cache)
-        results += [write_fold(o, t.out_dir) for o, t in zip(outs, tasks, strict=True)]
+        results += [write_fold(o, t.out_dir) for o, t, m in zip(outs, tasks, missing, strict=True) if m]
     return results
 
 
 def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[FoldResult], list[tuple[str, list[FoldTask]]]]:
     """Completed folds (read back: resume) and the work left, as groups of cold-start network folds and
-    chains of everything else."""
+    chains of everything else.
+
+    Groups are a function of the plan and the config alone (``group_size``, at least ``workers`` groups per
+    architecture so every worker gets one), never of what is already done: a group is trained whole if any
+    of its folds is missing, and only the missing ones are written. So a resumed run trains each model in
+    the same company as an uninterrupted one and gives the same floats (batched kernels round by shape).
+    """
     done: list[FoldResult] = []
     buckets: dict[tuple, list[FoldTask]] = {}
     units: list[tuple[str, list[FoldTask]]] = []
     for chain in plan.chains:
         rest: list[FoldTask] = []
         for t in chain:
-            if is_complete(t):
-                done.append(_read_fold(t, (t.model_name, t.seed, t.fold.k)))
-                continue
             key = group_key(t)
-            if key is None:
-                rest.append(t)
-            else:
+            if key is not None:
                 buckets.setdefault(key, []).append(t)
+            elif is_complete(t):
+                done.append(_read_fold(t, (t.model_name, t.seed, t.fold.k)))
+            else:
+                rest.append(t)
         if rest:
             units.append(("chain", rest))
     for tasks in buckets.values():
-        units += [("group", g) for g in _groups(tasks, wf.group_size)]
+        for g in _groups(tasks, wf.group_size, wf.workers):
+            finished = [t for t in g if is_complete(t)]
+            done += [_read_fold(t, (t.model_name, t.seed, t.fold.k)) for t in finished]
+            if len(finished) < len(g):
+                units.append(("group", g))
     return done, units
 
 

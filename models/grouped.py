@@ -18,8 +18,10 @@ clock (a model with fewer batches per epoch idles, masked, until the group's lon
 validation pass per epoch serves the whole group); the engine therefore groups folds of similar size.
 
 Why grouped layers in ``keras.ops`` rather than JAX's stateless step mapped over weights: TensorFlow is
-the declared backend; grouped layers run in its graph mode (measured faster than XLA on this CPU) and,
-being plain ``keras.ops``, need no backend-specific code. Only the TensorFlow backend was run here.
+the declared backend; grouped layers run in its graph mode (XLA was measured slower for a grouped LSTM
+step on this 2-core CPU, in issue 9, so ``jit_compile=False``) and, being plain ``keras.ops`` with Keras'
+own trainer (``train_on_batch`` with an overridden ``compute_loss``), need no backend-specific code. Only
+the TensorFlow backend (CPU) was run here; JAX, PyTorch and GPUs were not.
 
 The architecture is described once (:class:`LayerSpec` lists, from ``models.networks``); the grouped
 model has the weight layout of the single Keras model (Keras LSTM gate order i, f, c, o; GRU
@@ -445,7 +447,7 @@ def _trainer(specs: list[LayerSpec], G: int, T: int, F: int, st: TrainSettings, 
     net = GroupNet(specs, G)
     net(np.zeros((G, 1, T, F), "float32"))
     opt = MaskedOptimizer(st.optimizer, st.learning_rate, G)
-    net.compile(optimizer=opt, jit_compile=False)  # XLA measured slower for this step on CPU
+    net.compile(optimizer=opt, jit_compile=False)  # XLA was measured slower for this step on CPU (issue 9)
     opt.build(net.trainable_variables)
     if cache is not None:
         cache[key] = (net, opt)
@@ -586,10 +588,7 @@ def step_flops(specs: list[LayerSpec], lookback: int, n_inputs: int) -> float:
             dirs = 2 if s.kind == "bilstm" else 1
             fwd += dirs * 2 * T * (feat + s.units) * gates * s.units
             feat = s.units * dirs
-            seq_len = T if s.return_sequences else 1
-            if not s.return_sequences:
-                T = 1
-            _ = seq_len
+            T = T if s.return_sequences else 1
         elif s.kind == "conv1d":
             L = -(-T // s.strides)
             fwd += 2 * L * s.kernel_size * feat * s.units

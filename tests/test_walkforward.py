@@ -194,8 +194,8 @@ def test_predictions_contract(btc: pd.DataFrame, tmp_path) -> None:
 # --- the grouped path ----------------------------------------------------------------------------------
 def test_grouped_resume_trains_only_missing_folds_and_saved_models_reload(btc: pd.DataFrame, tmp_path, monkeypatch) -> None:
     """Grouped training (the default without warm start): a run killed after its first network fold is written
-    resumes to the uninterrupted predictions (byte for byte, dropout included) although the missing folds
-    are now grouped differently, training only those; a fold's saved single Keras model reproduces its forecasts."""
+    resumes to the uninterrupted predictions (byte for byte, dropout included), writing only the missing
+    folds; a fold's saved single Keras model reproduces its forecasts."""
     from models.base import Forecaster
 
     bars = btc.iloc[:330]  # 4 folds: [200, 240) .. [320, 328)
@@ -224,8 +224,11 @@ def test_grouped_resume_trains_only_missing_folds_and_saved_models_reload(btc: p
         run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
     monkeypatch.setattr(wfmod, "write_fold", real_write)
     trained.clear()
+    fold0 = wfmod.fold_dir(tmp_path / "b" / "t", "lstm", 0, 0) / "forecasts.csv"
+    stamp = fold0.stat().st_mtime_ns
     resumed = run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
-    assert resumed.resumed and sorted(trained) == [1, 2, 3]  # now grouped [1, 2], [3]: results must not depend on it
+    # groups come from the plan ([0, 1], [2, 3]): the half-written group is trained again, fold 0 not rewritten
+    assert resumed.resumed and sorted(trained) == [0, 1, 2, 3] and fold0.stat().st_mtime_ns == stamp
     assert (tmp_path / "a" / "t" / "predictions.csv").read_text() == (tmp_path / "b" / "t" / "predictions.csv").read_text()
     fold = wfmod.fold_dir(tmp_path / "a" / "t", "lstm", 3, 0)
     model = Forecaster.load(fold / "model")
