@@ -102,6 +102,7 @@ class FoldTask:
     warm_from: Path | None = None  # previous fold's folder, for warm start
     warm_epochs: int | None = None
     deterministic: bool = True
+    grouped: bool = False  # train with the grouped trainer (alone: a group of one) when the model allows it
 
 
 @dataclass
@@ -253,6 +254,8 @@ def compute_fold(task: FoldTask, trainer_cache: dict | None = None,
     under ``task.warm_from``. ``trainer_cache`` is a speed-up only (compiled Keras trainers reused across
     folds); the result is the same with or without it.
     """
+    if task.grouped and group_key(task) is not None:  # the grouped trainer, as a group of one
+        return train_group([prepare_fold(task)], trainer_cache)[0]
     prep = prepare_fold(task)
     model = prep.model
     fit_opts: dict[str, Any] = {}
@@ -372,7 +375,7 @@ def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[Fol
                     bars=bars.iloc[: f.test_stop], out_dir=fold_dir(run_dir, name, f.k, seed),
                     warm_from=fold_dir(run_dir, name, f.k - 1, seed) if warm else None,
                     warm_epochs=(wf.warm_start_epochs or max(1, mcfg.epochs // 3)) if warm else None,
-                    deterministic=cfg.run.deterministic,
+                    deterministic=cfg.run.deterministic, grouped=wf.grouped,
                 ))
             plan.chains.append(chain)  # one chain per (model, seed): folds in order, parallel across chains
     return folds, plan
