@@ -41,5 +41,4 @@ def walk_forward(max_folds: int | None = None) -> tuple[np.ndarray, np.ndarray, 
         ys.append(target[rows[te]])
         n_train.append(int(tr.sum()))
         T, k = stop, k + 1
-    first = pd.Timestamp(df.iloc[INITIAL, 0], unit="ms" if np.issubdtype(df.iloc[:, 0].dtype, np.number) else None)
-    return np.concatenate(ys), np.concatenate(preds).astype("float64"), n_train, str(first)
+    return np.concatenate(ys), np.concatenate(preds).astype("float64"), n_train, str(df.iloc[INITIAL, 0])

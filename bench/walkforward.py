@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the checkout this benchmark belongs to, not another installed copy
 NETWORKS = ("lstm", "stacked_lstm", "bilstm", "gru", "cnn")
 DARTS_S, TODAY_S = 205.0, 375.0  # measured in the issue on this 2-core machine: Darts BlockRNN, engine before
 
@@ -118,7 +119,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="first 8 folds only (a smoke run, not the figures)")
     ap.add_argument("--max-folds", type=int, default=None, help="first N folds (default: all 73)")
     ap.add_argument("--no-all5", action="store_true", help="skip the five-network run with (c)'s settings")
-    ap.add_argument("--arms", nargs="+", default=["tutorial", "engine", "fast"], choices=["tutorial", "engine", "fast"])
+    ap.add_argument("--arms", nargs="*", default=["tutorial", "engine", "fast"], choices=["tutorial", "engine", "fast"])
+    ap.add_argument("--reuse", help="a results JSON whose rows are kept (arms not run again)")
     ap.add_argument("--json", default=str(HERE / "results.json"), help="where the figures are written")
     ap.add_argument("--one", nargs=2, metavar=("ARM", "MODEL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -127,7 +129,7 @@ def main() -> None:
         print(json.dumps(one(args.one[0], args.one[1], max_folds)))
         return
     jobs = [(arm, "lstm") for arm in args.arms] + ([] if args.no_all5 else [("all5", m) for m in NETWORKS])
-    rows = []
+    rows = json.loads(Path(args.reuse).read_text())["rows"] if args.reuse else []
     for arm, model in jobs:
         cmd = [sys.executable, __file__, "--one", "fast" if arm == "all5" else arm, model]
         if max_folds:
