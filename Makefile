@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "walkforward needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 2; }
@@ -22,8 +22,13 @@ run: $(STAMP)
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q
 
+# Issue 9's reference workload, every arm (tutorial loop, engine, fastest engine, all five types): one table,
+# figures in bench/results.json. `make bench-quick`: the first 8 folds (a smoke run, not the figures).
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python bench/walkforward.py
+
+bench-quick: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python bench/walkforward.py --quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -147,12 +147,24 @@ class WalkForwardConfig(_Section):
     executor: Literal["sequential", "process"] = Field("sequential", description="run folds in this process or in worker processes")
     workers: int = Field(2, ge=1, le=256, description="worker processes for executor = 'process'")
     max_folds: int | None = Field(None, ge=1, description="stop after this many folds (quick looks; the plan is otherwise unchanged)")
+    training: Literal["auto", "grouped", "per_fold"] = Field(
+        "auto", description="grouped: cold-start trainings of one architecture (folds, seeds) trained together as one "
+        "vectorised computation; per_fold: one Keras fit per fold; auto = grouped unless warm_start")
+    group_size: int = Field(16, ge=1, le=4096, description="most models in one grouped computation (the memory knob)")
 
     @model_validator(mode="after")
     def _rolling_needs_length(self) -> "WalkForwardConfig":
         if self.window == "rolling" and self.train_length is None:
             raise ValueError("walkforward.train_length is required when walkforward.window = 'rolling'")
+        if self.training == "grouped" and self.warm_start:
+            raise ValueError("walkforward.training = 'grouped' needs cold starts; with warm_start = true "
+                             "use training = 'per_fold' or 'auto'")
         return self
+
+    @property
+    def grouped(self) -> bool:
+        """Whether cold-start network folds take the grouped path (``training``, resolved)."""
+        return self.training == "grouped" or (self.training == "auto" and not self.warm_start)
 
 
 #: ``[models.NAME]``: one forecaster, validated by the schema of its ``type`` (:mod:`models.params`:

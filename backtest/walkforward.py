@@ -107,6 +107,7 @@ class FoldTask:
     warm_from: Path | None = None  # previous fold's folder, for warm start
     warm_epochs: int | None = None
     deterministic: bool = True
+    grouped: bool = False  # train with the grouped trainer (alone: a group of one) when the model allows it
 
 
 @dataclass
@@ -262,6 +263,8 @@ def compute_fold(task: FoldTask, trainer_cache: dict | None = None,
     under ``task.warm_from``. ``trainer_cache`` is a speed-up only (compiled Keras trainers reused across
     folds); the result is the same with or without it.
     """
+    if task.grouped and group_key(task) is not None:  # the grouped trainer, as a group of one
+        return train_group([prepare_fold(task)], trainer_cache)[0]
     prep = prepare_fold(task)
     model = prep.model
     fit_opts: dict[str, Any] = {}
@@ -381,14 +384,17 @@ def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[Fol
                     bars=bars.iloc[: f.test_stop], out_dir=fold_dir(run_dir, name, f.k, seed),
                     warm_from=fold_dir(run_dir, name, f.k - 1, seed) if warm else None,
                     warm_epochs=(wf.warm_start_epochs or max(1, mcfg.epochs // 3)) if warm else None,
-                    deterministic=cfg.run.deterministic,
+                    deterministic=cfg.run.deterministic, grouped=wf.grouped,
                 ))
             plan.chains.append(chain)  # one chain per (model, seed): folds in order, parallel across chains
     return folds, plan
 
 
 def execute(plan: Plan, wf: WalkForwardConfig, on_result: Callable[[FoldResult], None] | None = None) -> list[FoldResult]:
-    """Run every chain with the configured executor; results in plan order."""
+    """Run every chain with the configured executor; results in plan order. With ``training`` grouped
+    (the default without warm start), cold-start network folds go through :func:`execute_grouped`."""
+    if wf.grouped:
+        return execute_grouped(plan, wf, on_result)
     results: list[FoldResult] = []
     if wf.executor == "sequential" or wf.workers == 1:
         cache: dict = {}
@@ -419,3 +425,150 @@ def collect_forecasts(results: Iterable[FoldResult]) -> pd.DataFrame:
         df.insert(2, "seed", r.task_key[1])
         parts.append(df)
     return pd.concat(parts, ignore_index=True)
+
+
+# --- the grouped path ------------------------------------------------------------------------------
+def group_key(task: FoldTask) -> tuple | None:
+    """What lets folds train in one group: the same network type, hyper-parameters (seed aside) and inputs.
+    ``None``: the task trains alone (baselines, warm-started folds, settings the grouped path lacks)."""
+    from models import get_forecaster_class
+
+    klass = get_forecaster_class(task.model_cfg.type)
+    if task.warm_from is not None or not hasattr(klass, "full_architecture"):
+        return None
+    model = klass(**model_params(task.model_cfg, task.features, 0))
+    if model.grouped_unsupported() is not None:
+        return None
+    return (task.model_cfg.model_dump_json(), task.features.model_dump_json(), task.deterministic)
+
+
+def train_group(prepared: list[PreparedFold], cache: dict | None = None) -> list[FoldOutput]:
+    """Train prepared cold-start folds of one architecture as one vectorised computation
+    (:func:`models.grouped.fit_group`); returns each fold as data, like :func:`compute_fold` (writes nothing).
+
+    Each fold keeps its own rows, seed (initial weights, shuffling, dropout), epochs and early stopping;
+    its saved model is the single Keras model with its slice of the group weights. ``cache`` is a speed-up
+    only (compiled group trainers reused across calls in one process).
+    """
+    from models.grouped import Member, TrainSettings, fit_group
+
+    _configure_backend(prepared[0].task.deterministic)
+    fc = prepared[0].model
+    T, F = prepared[0].X_fit.shape[1:]
+    specs = fc.full_architecture(prepared[0].y_fit.shape[1])
+    settings = TrainSettings(epochs=int(fc.p("epochs")), batch_size=int(fc.p("batch_size")),
+                             patience=int(fc.p("patience")), optimizer=str(fc.p("optimizer")),
+                             learning_rate=float(fc.p("learning_rate")))
+    f32 = lambda a: None if a is None else np.asarray(a, dtype="float32")  # noqa: E731
+    members = [Member(f32(p.X_fit), f32(p.y_fit).reshape(len(p.y_fit), -1), f32(p.X_val),
+                      None if p.y_val is None else f32(p.y_val).reshape(len(p.y_val), -1), seed=p.model.seed)
+               for p in prepared]
+    fits = fit_group(specs, members, settings, cache=cache)
+    templates: dict = {}
+    outs = []
+    for p, fit in zip(prepared, fits, strict=True):
+        p.model.horizon = p.y_fit.shape[1] if p.y_fit.ndim > 1 else 1
+        p.model.adopt(fit.weights, fit.history, T, F, templates)
+        log = pd.DataFrame(fit.history)[["epoch", "loss"] + (["val_loss"] if p.X_val is not None else [])]
+        outs.append(finish_fold(p, log.to_csv(index=False).encode()))
+        p.model.model_ = None  # the template is reused by the next fold
+    return outs
+
+
+def _groups(tasks: list[FoldTask], size: int, at_least: int = 1) -> list[list[FoldTask]]:
+    """Tasks of one key in chunks of at most ``size`` (and at least ``at_least`` chunks, so that every worker
+    gets one), sorted by training rows so that models in a group have similar numbers of batches per
+    epoch (they share the epoch clock; see models/grouped.py)."""
+    ordered = sorted(tasks, key=lambda t: (t.fold.n_train, t.fold.k, t.seed, t.model_name))
+    n = min(max(-(-len(ordered) // size), at_least), len(ordered))
+    per = -(-len(ordered) // n)  # balanced chunks: 20 tasks with size 16 -> 10 + 10, not 16 + 4
+    return [ordered[i:i + per] for i in range(0, len(ordered), per)]
+
+
+def _run_units(units: list[tuple[str, list[FoldTask]]], threads: int | None = None) -> list[FoldResult]:
+    """Run work units in this process: ("group", tasks) trained together, ("chain", tasks) one by one."""
+    if threads is not None:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    cache: dict = {}
+    results: list[FoldResult] = []
+    for kind, tasks in units:
+        if kind == "chain":
+            results += [run_fold(t, cache) for t in tasks]
+            continue
+        missing = [not is_complete(t) for t in tasks]  # a resumed group: its finished folds are not rewritten
+        outs = train_group([prepare_fold(t) for t in tasks], cache)
+        results += [write_fold(o, t.out_dir) for o, t, m in zip(outs, tasks, missing, strict=True) if m]
+    return results
+
+
+def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[FoldResult], list[tuple[str, list[FoldTask]]]]:
+    """Completed folds (read back: resume) and the work left, as groups of cold-start network folds and
+    chains of everything else.
+
+    Groups are a function of the plan and the config alone (``group_size``, at least ``workers`` groups per
+    architecture so every worker gets one), never of what is already done: a group is trained whole if any
+    of its folds is missing, and only the missing ones are written. So a resumed run trains each model in
+    the same company as an uninterrupted one and gives the same floats (batched kernels round by shape).
+    """
+    done: list[FoldResult] = []
+    buckets: dict[tuple, list[FoldTask]] = {}
+    units: list[tuple[str, list[FoldTask]]] = []
+    for chain in plan.chains:
+        rest: list[FoldTask] = []
+        for t in chain:
+            key = group_key(t)
+            if key is not None:
+                buckets.setdefault(key, []).append(t)
+            elif is_complete(t):
+                done.append(_read_fold(t, (t.model_name, t.seed, t.fold.k)))
+            else:
+                rest.append(t)
+        if rest:
+            units.append(("chain", rest))
+    for tasks in buckets.values():
+        for g in _groups(tasks, wf.group_size, wf.workers):
+            finished = [t for t in g if is_complete(t)]
+            done += [_read_fold(t, (t.model_name, t.seed, t.fold.k)) for t in finished]
+            if len(finished) < len(g):
+                units.append(("group", g))
+    return done, units
+
+
+def _unit_cost(unit: tuple[str, list[FoldTask]]) -> float:
+    return float(sum(t.fold.n_train * (1 if unit[0] == "group" else 4) for t in unit[1]))
+
+
+def execute_grouped(plan: Plan, wf: WalkForwardConfig,
+                    on_result: Callable[[FoldResult], None] | None = None) -> list[FoldResult]:
+    """The grouped executor: resume, groups and chains, sequentially or over ``workers`` processes (each with
+    one TensorFlow thread, its share of the units balanced by rows); results in plan order."""
+    done, units = grouped_units(plan, wf)
+    got: dict[tuple, FoldResult] = {r.task_key: r for r in done}
+    for r in done:
+        if on_result:
+            on_result(r)
+    if wf.executor == "sequential" or wf.workers == 1 or len(units) <= 1:
+        for unit in units:
+            for r in _run_units([unit]):
+                got[r.task_key] = r
+                if on_result:
+                    on_result(r)
+    else:
+        import multiprocessing as mp
+
+        shards: list[list[tuple[str, list[FoldTask]]]] = [[] for _ in range(min(wf.workers, len(units)))]
+        load = [0.0] * len(shards)
+        for unit in sorted(units, key=_unit_cost, reverse=True):
+            i = int(np.argmin(load))
+            shards[i].append(unit)
+            load[i] += _unit_cost(unit)
+        with ProcessPoolExecutor(max_workers=len(shards), mp_context=mp.get_context("spawn")) as pool:
+            for shard_results in pool.map(_run_units, shards, [1] * len(shards)):
+                for r in shard_results:
+                    got[r.task_key] = r
+                    if on_result:
+                        on_result(r)
+    return [got[(t.model_name, t.seed, t.fold.k)] for chain in plan.chains for t in chain]

@@ -20,6 +20,7 @@ import numpy as np
 
 from models.base import Forecaster
 from models.params import BiLSTMParams, CNNParams, GRUParams, LSTMParams, StackedLSTMParams
+from models.grouped import LayerSpec
 
 #: Constructor keywords every network takes besides its schema's hyper-parameters (set by the engine).
 ENGINE_PARAMS: tuple[str, ...] = ("deterministic",)
@@ -58,21 +59,56 @@ class KerasForecaster(Forecaster):
     def _dropout(self) -> float:
         return float(self.p("dropout"))
 
-    def _rnn(self, cls_name: str, units: int, return_sequences: bool) -> Any:
+    def _dropout_spec(self) -> list[LayerSpec]:
+        return [LayerSpec("dropout", rate=self._dropout())] if self._dropout() else []
+
+    def architecture(self) -> list[LayerSpec]:
+        """The network body, described once: both the single Keras model (:meth:`build`) and the grouped
+        model (:mod:`models.grouped`) are built from it, with the same weight layout."""
+        raise NotImplementedError
+
+    def full_architecture(self, horizon: int | None = None) -> list[LayerSpec]:
+        """:meth:`architecture` plus the dense output layer of ``horizon`` values."""
+        return self.architecture() + [LayerSpec("dense", units=int(horizon or self.horizon))]
+
+    def grouped_unsupported(self) -> str | None:
+        """Why this configuration cannot train on the grouped path (``None``: it can)."""
+        if float(self.p("recurrent_dropout")) > 0:
+            return "recurrent_dropout > 0"
+        for prefix in ("kernel", "bias", "recurrent", "activity"):
+            if float(self.p(f"{prefix}_l1")) or float(self.p(f"{prefix}_l2")):
+                return f"{prefix}_l1/{prefix}_l2 regularisation"
+        return None
+
+    def _keras_layer(self, spec: LayerSpec) -> Any:
+        """The standard Keras layer of one spec (regularisers and recurrent dropout from the params)."""
         keras = _keras()
-        return getattr(keras.layers, cls_name)(
-            units,
-            activation=self._activation(),
-            recurrent_dropout=float(self.p("recurrent_dropout")),
-            return_sequences=return_sequences,
-            **self._regularizers(recurrent=True),
-        )
+        if spec.kind in ("lstm", "gru"):
+            return getattr(keras.layers, spec.kind.upper())(
+                spec.units, activation=spec.activation, recurrent_dropout=float(self.p("recurrent_dropout")),
+                return_sequences=spec.return_sequences, **self._regularizers(recurrent=True),
+            )
+        if spec.kind == "bilstm":
+            return keras.layers.Bidirectional(self._keras_layer(LayerSpec(
+                "lstm", units=spec.units, return_sequences=spec.return_sequences, activation=spec.activation)))
+        if spec.kind == "conv1d":
+            return keras.layers.Conv1D(spec.units, spec.kernel_size, strides=spec.strides, padding="same",
+                                       activation=spec.activation, **self._regularizers(recurrent=False))
+        if spec.kind == "leaky_relu":
+            return keras.layers.LeakyReLU(negative_slope=spec.rate)
+        if spec.kind == "dropout":
+            return keras.layers.Dropout(spec.rate)
+        if spec.kind == "flatten":
+            return keras.layers.Flatten()
+        raise ValueError(f"unknown layer kind {spec.kind!r}")
 
     def build(self, lookback: int, n_inputs: int, *, compile: bool = True) -> Any:
         """A fresh ``keras.Model`` for windows of shape ``(lookback, n_inputs)`` (compiled unless asked not to)."""
         keras = _keras()
         inputs = keras.Input(shape=(lookback, n_inputs), name="window")
-        x = self._body(inputs)
+        x = inputs
+        for spec in self.architecture():
+            x = self._keras_layer(spec)(x)
         outputs = keras.layers.Dense(self.horizon, name="forecast")(x)
         model = keras.Model(inputs, outputs, name=self.type_name)
         if compile:
@@ -103,9 +139,6 @@ class KerasForecaster(Forecaster):
             for v in opt.variables:
                 if not v.path.endswith("learning_rate"):
                     v.assign(_keras().ops.zeros_like(v))
-
-    def _body(self, x: Any) -> Any:
-        raise NotImplementedError
 
     # --- Forecaster hooks ---------------------------------------------------------------
     def _fit(
@@ -163,6 +196,26 @@ class KerasForecaster(Forecaster):
             for i in range(n)
         ]
 
+    def adopt(self, weights: list[np.ndarray], history: list[dict[str, float]], lookback: int, n_inputs: int,
+              templates: dict[tuple, Any] | None = None) -> "KerasForecaster":
+        """Become fitted with ``weights`` (single-model layout) trained elsewhere, e.g. by the grouped trainer.
+
+        ``templates`` (optional, owned by the caller) reuses one built Keras model per architecture: the
+        weights are set into it, so this forecaster is valid until the next ``adopt`` with the same dict
+        (predict and save it first). Without it a fresh model is built.
+        """
+        key = self._cache_key(lookback, n_inputs)
+        model = templates.get(key) if templates is not None else None
+        if model is None:
+            model = self.build(lookback, n_inputs, compile=False)
+            if templates is not None:
+                templates[key] = model
+        model.set_weights(weights)
+        self.model_ = model
+        self._history = list(history)
+        self.fitted_ = True
+        return self
+
     def _predict(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 0:
             return np.zeros((0, self.horizon))
@@ -188,10 +241,9 @@ class LSTMForecaster(KerasForecaster):
     type_name = "lstm"
     param_names = LSTMParams.parameter_names() + ENGINE_PARAMS
 
-    def _body(self, x: Any) -> Any:
-        keras = _keras()
-        x = self._rnn("LSTM", int(self.p("units")), return_sequences=False)(x)
-        return keras.layers.Dropout(self._dropout())(x) if self._dropout() else x
+    def architecture(self) -> list[LayerSpec]:
+        body = [LayerSpec("lstm", units=int(self.p("units")), activation=self._activation())]
+        return body + self._dropout_spec()
 
 
 class StackedLSTMForecaster(KerasForecaster):
@@ -200,14 +252,14 @@ class StackedLSTMForecaster(KerasForecaster):
     type_name = "stacked_lstm"
     param_names = StackedLSTMParams.parameter_names() + ENGINE_PARAMS
 
-    def _body(self, x: Any) -> Any:
-        keras = _keras()
+    def architecture(self) -> list[LayerSpec]:
         n = int(self.p("layers"))  # the schema guarantees >= 2
+        out: list[LayerSpec] = []
         for i in range(n):
-            x = self._rnn("LSTM", int(self.p("units")), return_sequences=i < n - 1)(x)
-            if self._dropout():
-                x = keras.layers.Dropout(self._dropout())(x)
-        return x
+            out.append(LayerSpec("lstm", units=int(self.p("units")), return_sequences=i < n - 1,
+                                 activation=self._activation()))
+            out += self._dropout_spec()
+        return out
 
 
 class BiLSTMForecaster(KerasForecaster):
@@ -220,15 +272,15 @@ class BiLSTMForecaster(KerasForecaster):
     type_name = "bilstm"
     param_names = BiLSTMParams.parameter_names() + ENGINE_PARAMS
 
-    def _body(self, x: Any) -> Any:
-        keras = _keras()
+    def architecture(self) -> list[LayerSpec]:
         w = int(self.p("units"))
         widths = (w, 2 * w, w)
+        out: list[LayerSpec] = []
         for i, width in enumerate(widths):
-            x = keras.layers.Bidirectional(self._rnn("LSTM", width, return_sequences=i < len(widths) - 1))(x)
-            if self._dropout():
-                x = keras.layers.Dropout(self._dropout())(x)
-        return x
+            out.append(LayerSpec("bilstm", units=width, return_sequences=i < len(widths) - 1,
+                                 activation=self._activation()))
+            out += self._dropout_spec()
+        return out
 
 
 class GRUForecaster(KerasForecaster):
@@ -237,14 +289,14 @@ class GRUForecaster(KerasForecaster):
     type_name = "gru"
     param_names = GRUParams.parameter_names() + ENGINE_PARAMS
 
-    def _body(self, x: Any) -> Any:
-        keras = _keras()
+    def architecture(self) -> list[LayerSpec]:
         n = int(self.p("layers"))
+        out: list[LayerSpec] = []
         for i in range(n):
-            x = self._rnn("GRU", int(self.p("units")), return_sequences=i < n - 1)(x)
-            if self._dropout():
-                x = keras.layers.Dropout(self._dropout())(x)
-        return x
+            out.append(LayerSpec("gru", units=int(self.p("units")), return_sequences=i < n - 1,
+                                 activation=self._activation()))
+            out += self._dropout_spec()
+        return out
 
 
 class CNNForecaster(KerasForecaster):
@@ -256,17 +308,14 @@ class CNNForecaster(KerasForecaster):
     type_name = "cnn"
     param_names = CNNParams.parameter_names() + ENGINE_PARAMS
 
-    def _body(self, x: Any) -> Any:
-        keras = _keras()
+    def architecture(self) -> list[LayerSpec]:
         n = int(self.p("layers"))  # the schema allows 2 or 3
         act = str(self.p("activation"))  # the schema allows relu, leaky_relu, elu, linear
+        out: list[LayerSpec] = []
         for _ in range(n):
-            x = keras.layers.Conv1D(
-                int(self.p("filters")), int(self.p("kernel_size")), strides=int(self.p("strides")),
-                padding="same", activation=None if act == "leaky_relu" else act, **self._regularizers(recurrent=False),
-            )(x)
+            out.append(LayerSpec("conv1d", units=int(self.p("filters")), kernel_size=int(self.p("kernel_size")),
+                                 strides=int(self.p("strides")), activation=None if act == "leaky_relu" else act))
             if act == "leaky_relu":
-                x = keras.layers.LeakyReLU(negative_slope=float(self.p("leaky_alpha")))(x)
-            if self._dropout():
-                x = keras.layers.Dropout(self._dropout())(x)
-        return keras.layers.Flatten()(x)
+                out.append(LayerSpec("leaky_relu", rate=float(self.p("leaky_alpha"))))
+            out += self._dropout_spec()
+        return out + [LayerSpec("flatten")]

@@ -28,6 +28,9 @@ def test_defaults_add_baselines() -> None:
     ({"features": {"normalize": "global"}}, "features.normalize: Input should be 'window', 'minmax', 'standard' or 'none'"),
     ({"features": {"inputs": ["close", "rsj"]}}, "unknown input 'rsj' \\(did you mean 'rsi'\\?\\)"),
     ({"walkforward": {"window": "rolling"}}, "train_length is required"),
+    ({"walkforward": {"training": "grouped", "warm_start": True}}, "training = 'grouped' needs cold starts; with warm_start"),
+    ({"walkforward": {"training": "batched"}}, "walkforward.training: Input should be 'auto', 'grouped' or 'per_fold'"),
+    ({"walkforward": {"group_size": 0}}, "walkforward.group_size: Input should be greater than or equal to 1"),
     ({"data": {"source": "file"}}, "data.path is required"),
     ({"strategies": {"e": {"type": "ensemble", "models": ["nope"]}}}, "strategies.e.models names unknown model"),
 ])

@@ -83,12 +83,17 @@ def forecasts_before(cfg, bars: pd.DataFrame, k: int, tmp_path, tag: str) -> pd.
     return preds[preds["timestamp"] <= bars.index[k]][["timestamp", "model", "y_pred"]].reset_index(drop=True)
 
 
+@pytest.mark.parametrize("training", ["grouped", "per_fold"])
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_leakage_guard_every_model(model_type: str, btc: pd.DataFrame, tmp_path) -> None:
+def test_leakage_guard_every_model(model_type: str, training: str, btc: pd.DataFrame, tmp_path) -> None:
+    """Also determinism: fold 0 (test block before k) is trained twice on the same bars and must match."""
+    if training == "per_fold" and model_type in ("persistence", "mean", "linear"):
+        pytest.skip("baselines have one path")
     bars = btc.iloc[:285]  # two folds: test blocks [200, 240) and [240, 283)
     k = 260  # inside the second test block: that fold is given garbage in its own block after k
     cfg = tiny_cfg({"m": {"type": model_type, **({} if model_type in ("persistence", "mean", "linear") else TINY_CNN if model_type == "cnn" else TINY_NET)}},
-                   features={"inputs": ["close", "volume", "rsi"], "normalize": "window"})
+                   features={"inputs": ["close", "volume", "rsi"], "normalize": "window"},
+                   walkforward={"training": training})
     a = forecasts_before(cfg, bars, k, tmp_path, "real")
     b = forecasts_before(cfg, garbage_after(bars, k), k, tmp_path, "garbage")
     assert (a["model"] == "m").sum() == k - 200 + 1  # forecasts for test bars 200..k (plus persistence, always added)
@@ -149,16 +154,19 @@ def test_other_config_refuses_run_dir(btc: pd.DataFrame, tmp_path) -> None:
         run_forecasts(tiny_cfg({"p": {"type": "persistence"}}, walkforward={"step": 30}), tmp_path, data=as_data(bars))
 
 
-def test_same_seed_identical_and_process_equals_sequential(btc: pd.DataFrame, tmp_path) -> None:
+@pytest.mark.parametrize("training", ["grouped", "per_fold"])
+def test_same_seed_identical_and_process_equals_sequential(training: str, btc: pd.DataFrame, tmp_path) -> None:
     bars = btc.iloc[:330]
     models = {"lstm": {"type": "lstm", **TINY_NET, "dropout": 0.1}, "lin": {"type": "linear"}}
-    seq1 = run_forecasts(tiny_cfg(models), tmp_path / "s1", data=as_data(bars)).predictions
-    seq2 = run_forecasts(tiny_cfg(models), tmp_path / "s2", data=as_data(bars)).predictions
+    wf = {"training": training}
+    seq1 = run_forecasts(tiny_cfg(models, walkforward=wf), tmp_path / "s1", data=as_data(bars)).predictions
+    seq2 = run_forecasts(tiny_cfg(models, walkforward=wf), tmp_path / "s2", data=as_data(bars)).predictions
     pd.testing.assert_frame_equal(seq1, seq2)
-    proc = run_forecasts(tiny_cfg(models, walkforward={"executor": "process", "workers": 2}), tmp_path / "p",
+    proc = run_forecasts(tiny_cfg(models, walkforward={**wf, "executor": "process", "workers": 2}), tmp_path / "p",
                          data=as_data(bars)).predictions
     pd.testing.assert_frame_equal(seq1, proc)
-    other = run_forecasts(tiny_cfg(models, run={"seeds": [0, 1]}), tmp_path / "seeds", data=as_data(bars)).predictions
+    other = run_forecasts(tiny_cfg(models, walkforward=wf, run={"seeds": [0, 1]}), tmp_path / "seeds",
+                          data=as_data(bars)).predictions
     assert set(other["seed"]) == {0, 1}
     s0 = other[other["seed"] == 0].reset_index(drop=True)
     pd.testing.assert_frame_equal(s0, seq1)
@@ -182,3 +190,55 @@ def test_predictions_contract(btc: pd.DataFrame, tmp_path) -> None:
     for name in ("config.toml", "meta.json", "predictions.csv", "fingerprint.txt"):
         assert (run_dir / name).exists()
     assert (run_dir / "folds" / "lin" / "0" / "seed-0" / "model" / "forecaster.json").exists()
+
+
+# --- the grouped path ----------------------------------------------------------------------------------
+def test_grouped_resume_trains_only_missing_folds_and_saved_models_reload(btc: pd.DataFrame, tmp_path, monkeypatch) -> None:
+    """Grouped training (the default without warm start): a run killed after its first network fold is written
+    resumes to the uninterrupted predictions (byte for byte, dropout included), writing only the missing
+    folds; a fold's saved single Keras model reproduces its forecasts."""
+    from models.base import Forecaster
+
+    bars = btc.iloc[:330]  # 4 folds: [200, 240) .. [320, 328)
+    cfg = tiny_cfg({"lstm": {"type": "lstm", **TINY_NET, "dropout": 0.1}, "lin": {"type": "linear"}},
+                   walkforward={"group_size": 2})
+    trained: list[int] = []
+    real_train, real_write = wfmod.train_group, wfmod.write_fold
+
+    def counting(prepared, cache=None):
+        trained.extend(p.task.fold.k for p in prepared)
+        return real_train(prepared, cache)
+
+    monkeypatch.setattr(wfmod, "train_group", counting)
+    full = run_forecasts(cfg, tmp_path / "a", data=as_data(bars))
+    assert sorted(trained) == [0, 1, 2, 3]  # every network fold went through the grouped trainer, in groups of 2
+    writes = {"n": 0}
+
+    def dies_after_one(out, out_dir):  # killed after the first lstm fold is written: groups change on resume
+        writes["n"] += "lstm" in out_dir.parts
+        if writes["n"] > 1:
+            raise KeyboardInterrupt("killed")
+        return real_write(out, out_dir)
+
+    monkeypatch.setattr(wfmod, "write_fold", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
+    monkeypatch.setattr(wfmod, "write_fold", real_write)
+    trained.clear()
+    fold0 = wfmod.fold_dir(tmp_path / "b" / "t", "lstm", 0, 0) / "forecasts.csv"
+    stamp = fold0.stat().st_mtime_ns
+    resumed = run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
+    # groups come from the plan ([0, 1], [2, 3]): the half-written group is trained again, fold 0 not rewritten
+    assert resumed.resumed and sorted(trained) == [0, 1, 2, 3] and fold0.stat().st_mtime_ns == stamp
+    assert (tmp_path / "a" / "t" / "predictions.csv").read_text() == (tmp_path / "b" / "t" / "predictions.csv").read_text()
+    fold = wfmod.fold_dir(tmp_path / "a" / "t", "lstm", 3, 0)
+    model = Forecaster.load(fold / "model")
+    _, plan = wfmod.build_plan(cfg, bars, tmp_path / "a" / "t")
+    task = next(t for c in plan.chains for t in c if t.model_name == "lstm" and t.fold.k == 3)
+    prep = wfmod.prepare_fold(task)
+    z = model.predict(prep.X_test)
+    y = prep.transform.decode_y(z, prep.close, prep.test_rows)[:, 0]
+    got = full.predictions[(full.predictions["model"] == "lstm") & (full.predictions["fold"] == 3)]["y_pred"]
+    np.testing.assert_allclose(y, got.to_numpy(), rtol=1e-6, atol=1e-9)
+    hist = pd.read_csv(fold / "history.csv")
+    assert list(hist["epoch"]) == [0, 1] and hist["val_loss"].notna().all()

@@ -449,7 +449,7 @@ class PaperTrader:
             bars=bars.iloc[: fold.test_stop], out_dir=out_dir,
             warm_from=fold_dir(self.paths.folder, model, fold.k - 1, acct.seed) if warm else None,
             warm_epochs=(wf.warm_start_epochs or max(1, mcfg.epochs // 3)) if warm else None,
-            deterministic=eng.run.deterministic,
+            deterministic=eng.run.deterministic, grouped=wf.grouped,  # trained as the backtest trains it
         )
         result = run_fold(task)
         row = result.forecasts.iloc[-1]

@@ -1,0 +1,601 @@
+"""Vectorised multi-model training: G independent networks of one architecture trained as one computation.
+
+Walk-forward research is retraining: the cold-start folds of a (model, seed), the seeds of a run and the
+grid points of a sweep that share a shape are independent trainings of the same architecture. Here they
+run as *one* compiled Keras training step over a leading model axis ``G``: inputs ``(G, B, T, F)``,
+weights ``(G, in, out)``, kernels applied with ``keras.ops.einsum("gbi,gio->gbo", ...)``. Every model keeps
+
+* its own weights and optimizer slots (Adam/RMSprop/SGD are elementwise, so a stacked optimizer equals
+  per-model optimizers; a per-model ``active`` mask freezes weights *and* slots of a model that is idle
+  this step or finished, and its own step counter drives Adam's bias correction);
+* its own data rows, per-epoch permutation (``numpy.random.default_rng(seed)``), batch size, masked last
+  partial batch, epoch count, dropout stream (stateless, seeded by the model's seed and its own step) and
+  Keras ``EarlyStopping(monitor="val_loss", patience, restore_best_weights=True)`` semantics.
+
+The loss of the group is the sum of each model's own batch MSE over its valid rows; the weights are
+disjoint, so each model gets exactly the gradient it would get alone. Models in a group share the epoch
+clock (a model with fewer batches per epoch idles, masked, until the group's longest epoch ends, so one
+validation pass per epoch serves the whole group); the engine therefore groups folds of similar size.
+
+Why grouped layers in ``keras.ops`` rather than JAX's stateless step mapped over weights: TensorFlow is
+the declared backend; grouped layers run in its graph mode (XLA was measured slower for a grouped LSTM
+step on this 2-core CPU, in issue 9, so ``jit_compile=False``) and, being plain ``keras.ops`` with Keras'
+own trainer (``train_on_batch`` with an overridden ``compute_loss``), need no backend-specific code. Only
+the TensorFlow backend (CPU) was run here; JAX, PyTorch and GPUs were not.
+
+The architecture is described once (:class:`LayerSpec` lists, from ``models.networks``); the grouped
+model has the weight layout of the single Keras model (Keras LSTM gate order i, f, c, o; GRU
+``reset_after=True`` with a ``(2, 3u)`` bias, gates z, r, h; Bidirectional = forward then backward), so a
+model's slice of the group weights loads into the single model unchanged.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a network body. ``kind``: lstm | gru | bilstm | conv1d | leaky_relu | dropout | flatten | dense.
+
+    ``units``: recurrent units, conv filters or dense width; ``rate``: dropout rate or LeakyReLU slope;
+    ``kernel_size``/``strides`` in bars (conv1d, 'same' padding).
+    """
+
+    kind: str
+    units: int = 0
+    return_sequences: bool = False
+    activation: str | None = None
+    kernel_size: int = 1
+    strides: int = 1
+    rate: float = 0.0
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+# --- grouped layers --------------------------------------------------------------------------------
+@functools.cache
+def _make_layers() -> dict[str, type]:
+    """Grouped layer classes (defined lazily so importing this module does not import Keras)."""
+    keras = _keras()
+    ops = keras.ops
+
+    class _FixedSeed(keras.random.SeedGenerator):
+        """A seed given as a tensor (per model, per step) for Keras' stateless random ops."""
+
+        def __init__(self, value: Any) -> None:  # no state variable: the seed is the value
+            self._value = value
+
+        def next(self, ordered: bool = True) -> Any:
+            return self._value
+
+    class GroupLayer(keras.layers.Layer):
+        """Base: ``n_models`` copies of one layer; weights carry a leading model axis."""
+
+        def __init__(self, n_models: int, spec: LayerSpec, index: int, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.n_models, self.spec, self.index = n_models, spec, index
+            self.inits: list[tuple[str, tuple[int, ...]]] = []  # (initializer, per-model shape) per weight
+
+        def _w(self, name: str, shape: tuple[int, ...], init: str) -> Any:
+            self.inits.append((init, shape))
+            return self.add_weight(name=name, shape=(self.n_models, *shape), initializer="zeros")
+
+    def _rnn_weights(layer: GroupLayer, prefix: str, n_in: int, units: int, gates: int, gru: bool) -> list[Any]:
+        k = layer._w(f"{prefix}kernel", (n_in, gates * units), "glorot_uniform")
+        r = layer._w(f"{prefix}recurrent_kernel", (units, gates * units), "orthogonal")
+        b = layer._w(f"{prefix}bias", (2, gates * units) if gru else (gates * units,), "zeros" if gru else "lstm_bias")
+        return [k, r, b]
+
+    def _lstm(x: Any, kernel: Any, rec: Any, bias: Any, units: int, act: Any, backwards: bool, seqs: bool) -> Any:
+        xs = ops.einsum("gbtf,gfo->gbto", x, kernel) + bias[:, None, None, :]
+        g, b, t = ops.shape(x)[0], ops.shape(x)[1], x.shape[2]
+        h = ops.zeros((g, b, units), dtype=x.dtype)
+        c = h
+        outs = []
+        steps = range(t - 1, -1, -1) if backwards else range(t)
+        for i in steps:
+            z = xs[:, :, i, :] + ops.einsum("gbu,guo->gbo", h, rec)
+            zi, zf, zc, zo = ops.split(z, 4, axis=-1)
+            c = ops.sigmoid(zf) * c + ops.sigmoid(zi) * act(zc)
+            h = ops.sigmoid(zo) * act(c)
+            outs.append(h)
+        if not seqs:
+            return h
+        if backwards:
+            outs = outs[::-1]  # back in time order, as keras.layers.Bidirectional returns them
+        return ops.stack(outs, axis=2)
+
+    class GroupLSTM(GroupLayer):
+        def build(self, input_shape: tuple) -> None:
+            u, f = self.spec.units, int(input_shape[-1])
+            dirs = ("forward_", "backward_") if self.spec.kind == "bilstm" else ("",)
+            self.ws = [_rnn_weights(self, d, f, u, 4, gru=False) for d in dirs]
+            self.act = keras.activations.get(self.spec.activation or "tanh")
+
+        def call(self, x: Any) -> Any:
+            s = self.spec
+            outs = [_lstm(x, *w, s.units, self.act, backwards=i == 1, seqs=s.return_sequences) for i, w in enumerate(self.ws)]
+            return outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=-1)
+
+    class GroupGRU(GroupLayer):
+        def build(self, input_shape: tuple) -> None:
+            self.kernel, self.rec, self.bias = _rnn_weights(self, "", int(input_shape[-1]), self.spec.units, 3, gru=True)
+            self.act = keras.activations.get(self.spec.activation or "tanh")
+
+        def call(self, x: Any) -> Any:
+            u = self.spec.units
+            xs = ops.einsum("gbtf,gfo->gbto", x, self.kernel) + self.bias[:, None, None, 0, :]
+            g, b, t = ops.shape(x)[0], ops.shape(x)[1], x.shape[2]
+            h = ops.zeros((g, b, u), dtype=x.dtype)
+            outs = []
+            for i in range(t):
+                xz, xr, xh = ops.split(xs[:, :, i, :], 3, axis=-1)
+                inner = ops.einsum("gbu,guo->gbo", h, self.rec) + self.bias[:, None, 1, :]
+                rz, rr, rh = ops.split(inner, 3, axis=-1)
+                z = ops.sigmoid(xz + rz)
+                r = ops.sigmoid(xr + rr)
+                hh = self.act(xh + r * rh)
+                h = z * h + (1 - z) * hh
+                outs.append(h)
+            return ops.stack(outs, axis=2) if self.spec.return_sequences else h
+
+    class GroupConv1D(GroupLayer):
+        """Conv1D with 'same' padding (TensorFlow's convention: the extra pad bar goes right) and strides,
+        as im2col by slicing plus one einsum."""
+
+        def build(self, input_shape: tuple) -> None:
+            s = self.spec
+            self.kernel = self._w("kernel", (s.kernel_size, int(input_shape[-1]), s.units), "glorot_uniform")
+            self.bias = self._w("bias", (s.units,), "zeros")
+            self.act = keras.activations.get(s.activation or "linear")
+
+        def call(self, x: Any) -> Any:
+            s = self.spec
+            t = x.shape[2]
+            out_len = -(-t // s.strides)
+            pad = max((out_len - 1) * s.strides + s.kernel_size - t, 0)
+            xp = ops.pad(x, [[0, 0], [0, 0], [pad // 2, pad - pad // 2], [0, 0]])
+            span = (out_len - 1) * s.strides + 1
+            cols = ops.stack([xp[:, :, j:j + span:s.strides, :] for j in range(s.kernel_size)], axis=3)  # (G,B,L,k,C)
+            y = ops.einsum("gblkc,gkco->gblo", cols, self.kernel) + self.bias[:, None, None, :]
+            return self.act(y)
+
+    class GroupDense(GroupLayer):
+        def build(self, input_shape: tuple) -> None:
+            self.kernel = self._w("kernel", (int(input_shape[-1]), self.spec.units), "glorot_uniform")
+            self.bias = self._w("bias", (self.spec.units,), "zeros")
+
+        def call(self, x: Any) -> Any:
+            return ops.einsum("gbi,gio->gbo", x, self.kernel) + self.bias[:, None, :]
+
+    class GroupDropout(GroupLayer):
+        """Per-model dropout: model g's mask is drawn from (its seed, its own step count, this layer)."""
+
+        def call(self, x: Any, training: bool = False, seeds: Any = None) -> Any:
+            if not training or self.spec.rate <= 0 or seeds is None:
+                return x
+            outs = []
+            for g in range(self.n_models):
+                seed = ops.stack([seeds[g, 0], seeds[g, 1] * 64 + self.index])
+                outs.append(keras.random.dropout(x[g], self.spec.rate, seed=_FixedSeed(seed)))
+            return ops.stack(outs, axis=0)
+
+    class GroupActivation(GroupLayer):
+        def call(self, x: Any) -> Any:
+            if self.spec.kind == "leaky_relu":
+                return ops.leaky_relu(x, negative_slope=self.spec.rate)
+            return ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], -1))  # flatten, row-major as keras Flatten
+
+    return {"lstm": GroupLSTM, "bilstm": GroupLSTM, "gru": GroupGRU, "conv1d": GroupConv1D, "dense": GroupDense,
+            "dropout": GroupDropout, "leaky_relu": GroupActivation, "flatten": GroupActivation}
+
+
+@functools.cache
+def _make_classes() -> tuple[type, type]:
+    keras = _keras()
+    ops = keras.ops
+    layer_classes = _make_layers()
+
+    class GroupNet(keras.Model):
+        """``n_models`` networks of one architecture: ``(G, B, T, F) -> (G, B, horizon)``.
+
+        Non-trainable state set by the trainer before each step: ``seeds`` ``(G, 2)`` int32 (model seed,
+        model's own step) for dropout, ``loss_sums`` ``(G,)``: per-model sum of batch MSE x batch rows.
+        """
+
+        def __init__(self, specs: list[LayerSpec], n_models: int, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.n_models = n_models
+            self.glayers = [layer_classes[s.kind](n_models, s, i, name=f"g{i}_{s.kind}") for i, s in enumerate(specs)]
+            self.seeds = keras.Variable(np.zeros((n_models, 2), "int32"), trainable=False, dtype="int32", name="seeds")
+            self.loss_sums = keras.Variable(np.zeros(n_models, "float32"), trainable=False, name="loss_sums")
+
+        def call(self, x: Any, training: bool = False) -> Any:
+            for layer in self.glayers:
+                if layer.spec.kind == "dropout":
+                    x = layer(x, training=training, seeds=self.seeds.value)
+                else:
+                    x = layer(x)
+            return x
+
+        def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
+                         training: bool = True) -> Any:
+            """Sum over models of each model's mean squared error over its valid rows of the batch."""
+            se = ops.mean(ops.square(y_pred - y), axis=-1)  # (G, B)
+            rows = ops.sum(sample_weight, axis=1)
+            per_model = ops.sum(se * sample_weight, axis=1) / ops.maximum(rows, 1.0)
+            if training:
+                self.loss_sums.assign(self.loss_sums + per_model * rows)
+            return ops.sum(per_model)
+
+    class MaskedOptimizer(keras.optimizers.Optimizer):
+        """Adam, RMSprop or SGD (Keras' formulas and defaults) over stacked weights with a per-model
+        ``active`` mask (an inactive model's weights and slots do not move) and per-model step counts
+        ``steps`` (Adam's bias correction uses the model's own step, not the group's)."""
+
+        def __init__(self, kind: str, learning_rate: float, n_models: int, **kw: Any) -> None:
+            super().__init__(learning_rate=learning_rate, name=f"masked_{kind}", **kw)
+            self.kind, self.n_models = kind, n_models
+            self.beta_1, self.beta_2, self.rho, self.eps = 0.9, 0.999, 0.9, 1e-7
+
+        def build(self, var_list: list[Any]) -> None:
+            if self.built:
+                return
+            super().build(var_list)
+            self.active = self.add_variable((self.n_models,), initializer="zeros", name="active")
+            self.steps = self.add_variable((self.n_models,), initializer="zeros", name="model_steps")
+            self.m = [self.add_variable_from_reference(v, "m") for v in var_list] if self.kind == "adam" else []
+            self.v = [self.add_variable_from_reference(v, "v") for v in var_list] if self.kind in ("adam", "rmsprop") else []
+
+        def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+            shape = (self.n_models,) + (1,) * (len(variable.shape) - 1)
+            a = ops.reshape(self.active, shape) > 0
+            lr = ops.cast(learning_rate, variable.dtype)
+            g = ops.cast(gradient, variable.dtype)
+            i = self._get_variable_index(variable)
+            if self.kind == "adam":
+                t = ops.reshape(ops.maximum(self.steps, 1.0), shape)
+                m, v = self.m[i], self.v[i]
+                m_new = m + (g - m) * (1 - self.beta_1)
+                v_new = v + (ops.square(g) - v) * (1 - self.beta_2)
+                alpha = lr * ops.sqrt(1 - ops.power(self.beta_2, t)) / (1 - ops.power(self.beta_1, t))
+                self.assign(m, ops.where(a, m_new, m))
+                self.assign(v, ops.where(a, v_new, v))
+                new = variable - (m_new * alpha) / (ops.sqrt(v_new) + self.eps)
+            elif self.kind == "rmsprop":
+                v = self.v[i]
+                v_new = self.rho * v + (1 - self.rho) * ops.square(g)
+                self.assign(v, ops.where(a, v_new, v))
+                new = variable - lr * g / (ops.sqrt(v_new) + self.eps)
+            else:
+                new = variable - lr * g
+            self.assign(variable, ops.where(a, new, variable))
+
+    return GroupNet, MaskedOptimizer
+
+
+# --- initial weights -----------------------------------------------------------------------------
+def _init_value(init: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """One model's initial value of a weight, from Keras' own initializers (same distributions as the
+    single Keras layer: glorot_uniform kernels, orthogonal recurrent kernels, zero biases, LSTM forget
+    bias 1)."""
+    keras = _keras()
+    if init == "zeros":
+        return np.zeros(shape, "float32")
+    if init == "lstm_bias":
+        u = shape[0] // 4
+        out = np.zeros(shape, "float32")
+        out[u:2 * u] = 1.0
+        return out
+    cls = {"glorot_uniform": keras.initializers.GlorotUniform, "orthogonal": keras.initializers.Orthogonal}[init]
+    return np.asarray(cls(seed=seed)(shape), dtype="float32")
+
+
+def weight_inits(specs: list[LayerSpec], lookback: int, n_inputs: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(initializer, shape) of every weight of one model, in the single Keras model's ``get_weights()`` order."""
+    T, feat, out = lookback, n_inputs, []
+    for s in specs:
+        if s.kind in ("lstm", "bilstm", "gru"):
+            gates, u = (3 if s.kind == "gru" else 4), s.units
+            bias = ("zeros", (2, gates * u)) if s.kind == "gru" else ("lstm_bias", (gates * u,))
+            for _ in range(2 if s.kind == "bilstm" else 1):
+                out += [("glorot_uniform", (feat, gates * u)), ("orthogonal", (u, gates * u)), bias]
+            feat = u * (2 if s.kind == "bilstm" else 1)
+            T = T if s.return_sequences else 1
+        elif s.kind == "conv1d":
+            out += [("glorot_uniform", (s.kernel_size, feat, s.units)), ("zeros", (s.units,))]
+            T, feat = -(-T // s.strides), s.units
+        elif s.kind == "flatten":
+            feat, T = feat * T, 1
+        elif s.kind == "dense":
+            out += [("glorot_uniform", (feat, s.units)), ("zeros", (s.units,))]
+            feat = s.units
+    return out
+
+
+def initial_weights(specs: list[LayerSpec], lookback: int, n_inputs: int, seed: int) -> list[np.ndarray]:
+    """A fresh model's weights for ``seed``, in the single Keras model's ``get_weights()`` order."""
+    return [_init_value(init, shape, (seed * 7919 + j) % (2**31 - 1))
+            for j, (init, shape) in enumerate(weight_inits(specs, lookback, n_inputs))]
+
+
+def _group_net(specs: list[LayerSpec], n_models: int, lookback: int, n_inputs: int) -> Any:
+    GroupNet, _ = _make_classes()
+    net = GroupNet(specs, n_models)
+    net(np.zeros((n_models, 1, lookback, n_inputs), "float32"))
+    return net
+
+
+# --- the trainer ---------------------------------------------------------------------------------
+@dataclass
+class Member:
+    """One training of the group: rows ``X`` ``(n, T, F)`` float32, targets ``y`` ``(n, H)``, optional
+    validation rows, the model's seed (shuffling, dropout, initial weights) and optionally given initial
+    weights (single-model layout) and per-epoch batch orders (for equivalence tests)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    seed: int = 0
+    weights: list[np.ndarray] | None = None
+    orders: list[np.ndarray] | None = None
+
+
+@dataclass
+class Fitted:
+    """What one member's training produced: final weights (single-model layout) and per-epoch history."""
+
+    weights: list[np.ndarray]
+    history: list[dict[str, float]] = field(default_factory=list)
+    model_steps: int = 0
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Training rule shared by the group: ``epochs``; ``batch_size`` rows per step per model;
+    ``patience`` epochs without a lower validation loss before stopping (0 = none; needs validation rows);
+    ``optimizer`` adam | rmsprop | sgd with ``learning_rate``."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    patience: int = 5
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+
+
+@dataclass
+class GroupStats:
+    """Work counters of one :func:`fit_group` call: group steps, model-steps that trained (active) and that
+    were masked (idle or finished), and the number of compactions into a smaller group."""
+
+    steps: int = 0
+    active_model_steps: int = 0
+    idle_model_steps: int = 0
+    compactions: int = 0
+
+
+def fit_group(specs: list[LayerSpec], members: list[Member], settings: TrainSettings,
+              stats: GroupStats | None = None, cache: dict[tuple, Any] | None = None) -> list[Fitted]:
+    """Train every member as if alone, all in one compiled computation; returns one :class:`Fitted` each.
+
+    Each member: its own rows, epoch-wise permutation from ``numpy.random.default_rng(seed)`` (or the given
+    ``orders``), last partial batch masked, Keras' training loss per epoch (batch MSE averaged with batch-row
+    weights), validation MSE at each epoch end, ``EarlyStopping`` semantics (``patience``, best weights
+    restored at the end). Shapes: all members share ``(T, F)`` and ``H``. ``cache`` (optional, owned by the
+    caller) keeps compiled group trainers by shape across calls to skip graph tracing; each is reset to
+    the members' initial weights and zeroed optimizer slots first, so results do not depend on it.
+    """
+    keras = _keras()
+    stats = stats if stats is not None else GroupStats()
+    G = len(members)
+    T, F = members[0].X.shape[1:]
+    B = int(settings.batch_size)
+    states = [_MemberState(m, specs, T, F, B) for m in members]
+    pending = list(range(G))  # members still training, in group order
+    while pending:
+        compact = _train_rounds([states[i] for i in pending], specs, settings, stats, keras, cache)
+        pending = [i for i in pending if not states[i].done] if compact else []
+    return [s.result() for s in states]
+
+
+class _MemberState:
+    """Bookkeeping of one member across compactions."""
+
+    def __init__(self, m: Member, specs: list[LayerSpec], T: int, F: int, B: int) -> None:
+        self.m, self.n = m, len(m.X)
+        self.nb = math.ceil(self.n / B)
+        self.rng = np.random.default_rng(m.seed)
+        self.weights = m.weights if m.weights is not None else initial_weights(specs, T, F, m.seed)
+        self.slots: list[np.ndarray] | None = None
+        self.step = 0  # own optimizer steps so far
+        self.epoch = 0
+        self.done = False
+        self.history: list[dict[str, float]] = []
+        self.best = math.inf
+        self.best_weights: list[np.ndarray] | None = None
+        self.wait = 0
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self.m.orders is not None:
+            return np.asarray(self.m.orders[epoch])
+        return self.rng.permutation(self.n)
+
+    def result(self) -> Fitted:
+        w = self.best_weights if self.best_weights is not None else self.weights
+        return Fitted([np.array(a) for a in w], self.history, self.step)
+
+
+def _trainer(specs: list[LayerSpec], G: int, T: int, F: int, st: TrainSettings, cache: dict | None) -> tuple[Any, Any]:
+    """A compiled (GroupNet, MaskedOptimizer) for G models, from ``cache`` when one of this shape exists."""
+    key = (tuple(specs), G, T, F, st.optimizer, st.learning_rate)
+    if cache is not None and key in cache:
+        net, opt = cache[key]
+        for var in opt.m + opt.v:
+            var.assign(np.zeros(var.shape, "float32"))
+        return net, opt
+    GroupNet, MaskedOptimizer = _make_classes()
+    net = GroupNet(specs, G)
+    net(np.zeros((G, 1, T, F), "float32"))
+    opt = MaskedOptimizer(st.optimizer, st.learning_rate, G)
+    net.compile(optimizer=opt, jit_compile=False)  # XLA was measured slower for this step on CPU (issue 9)
+    opt.build(net.trainable_variables)
+    if cache is not None:
+        cache[key] = (net, opt)
+    return net, opt
+
+
+def _train_rounds(states: list[_MemberState], specs: list[LayerSpec], st: TrainSettings, stats: GroupStats,
+                  keras: Any, cache: dict | None = None) -> bool:
+    """Train ``states`` as one group until all are done or so many finished that compacting pays
+    (half the group idle); returns True when the caller should compact and continue."""
+    G, B = len(states), int(st.batch_size)
+    T, F = states[0].m.X.shape[1:]
+    H = states[0].m.y.shape[1]
+    net, opt = _trainer(specs, G, T, F, st, cache)
+    _set_group_weights(net, [s.weights for s in states])
+    if states[0].slots is not None:
+        slot_vars = opt.m + opt.v
+        for j, var in enumerate(slot_vars):
+            var.assign(np.stack([s.slots[j] for s in states]))
+    n_max = max(s.n for s in states)
+    Xp = np.zeros((G, n_max, T, F), "float32")
+    yp = np.zeros((G, n_max, H), "float32")
+    for g, s in enumerate(states):
+        Xp[g, :s.n], yp[g, :s.n] = s.m.X, s.m.y
+    has_val = [s.m.X_val is not None and len(s.m.X_val) > 0 for s in states]
+    seeds0 = np.array([s.m.seed % (2**31 - 1) for s in states], "int32")
+    gi = np.arange(G)[:, None]
+    while True:
+        live = [g for g, s in enumerate(states) if not s.done]
+        if not live:
+            break
+        if G > 1 and len(live) <= G // 2:
+            _snapshot(net, opt, states)
+            stats.compactions += 1
+            return True
+        orders = {g: states[g].order(states[g].epoch) for g in live}
+        n_steps = max(states[g].nb for g in live)
+        net.loss_sums.assign(np.zeros(G, "float32"))
+        for j in range(n_steps):
+            idx = np.zeros((G, B), "int64")
+            w = np.zeros((G, B), "float32")
+            active = np.zeros(G, "float32")
+            for g in live:
+                rows = orders[g][j * B:(j + 1) * B]
+                if len(rows):
+                    idx[g, :len(rows)] = rows
+                    w[g, :len(rows)] = 1.0
+                    active[g] = 1.0
+                    states[g].step += 1
+            steps = np.array([s.step for s in states], "float32")
+            opt.active.assign(active)
+            opt.steps.assign(steps)
+            net.seeds.assign(np.stack([seeds0, steps.astype("int32")], axis=1))
+            net.train_on_batch(Xp[gi, idx], yp[gi, idx], sample_weight=w)
+            stats.steps += 1
+            stats.active_model_steps += int(active.sum())
+            stats.idle_model_steps += G - int(active.sum())
+        sums = np.asarray(keras.ops.convert_to_numpy(net.loss_sums))
+        val = _val_losses(net, states, live, B) if any(has_val[g] for g in live) else {}
+        current = None
+        for g in live:
+            s = states[g]
+            vl = val.get(g, float("nan"))
+            s.history.append({"epoch": s.epoch, "loss": float(sums[g] / s.n), "val_loss": vl})
+            s.epoch += 1
+            stop = s.epoch >= st.epochs
+            if has_val[g] and st.patience > 0:
+                current = current if current is not None else _get_group_weights(net)
+                mine = [a[g].copy() for a in current]
+                if s.best_weights is None:
+                    s.best_weights = mine
+                s.wait += 1
+                if vl < s.best or s.best == math.inf:
+                    s.best, s.wait, s.best_weights = vl, 0, mine
+                elif s.wait >= st.patience and s.epoch - 1 > 0:
+                    stop = True
+            if stop:
+                s.done = True
+                s.weights = [a[g].copy() for a in (current if current is not None else _get_group_weights(net))]
+                if not (has_val[g] and st.patience > 0):
+                    s.best_weights = None
+    return False
+
+
+def _snapshot(net: Any, opt: Any, states: list[_MemberState]) -> None:
+    """Copy each unfinished member's weights and optimizer slots out of the group (for compaction)."""
+    keras = _keras()
+    ws = _get_group_weights(net)
+    slots = [np.asarray(keras.ops.convert_to_numpy(v)) for v in opt.m + opt.v]
+    for g, s in enumerate(states):
+        if not s.done:
+            s.weights = [a[g].copy() for a in ws]
+            s.slots = [a[g].copy() for a in slots]
+
+
+def _get_group_weights(net: Any) -> list[np.ndarray]:
+    keras = _keras()
+    return [np.asarray(keras.ops.convert_to_numpy(v)) for v in net.trainable_variables]
+
+
+def _set_group_weights(net: Any, per_model: list[list[np.ndarray]]) -> None:
+    for j, var in enumerate(net.trainable_variables):
+        var.assign(np.stack([w[j] for w in per_model]).astype("float32"))
+
+
+def _val_losses(net: Any, states: list[_MemberState], live: list[int], B: int) -> dict[int, float]:
+    """Validation MSE (mean over rows and outputs, as Keras' ``val_loss``) of each live member."""
+    G = len(states)
+    T, F = states[0].m.X.shape[1:]
+    sizes = [len(s.m.X_val) if s.m.X_val is not None else 0 for s in states]
+    chunk = max(B, 256)
+    n_val = max(sizes)
+    sq = np.zeros(G)
+    for start in range(0, n_val, chunk):
+        xb = np.zeros((G, chunk, T, F), "float32")
+        for g in live:
+            part = states[g].m.X_val[start:start + chunk] if sizes[g] else np.zeros((0, T, F), "float32")
+            xb[g, :len(part)] = part
+        pred = np.asarray(net.predict_on_batch(xb))
+        for g in live:
+            if sizes[g] > start:
+                yv = states[g].m.y_val[start:start + chunk]
+                sq[g] += float(np.sum(np.mean((pred[g, :len(yv)] - yv) ** 2, axis=-1)))
+    return {g: sq[g] / sizes[g] for g in live if sizes[g]}
+
+
+def step_flops(specs: list[LayerSpec], lookback: int, n_inputs: int) -> float:
+    """Multiply-add FLOPs of one training row through the network, forward + backward (~3x forward).
+
+    Forward, counting 2 FLOPs per multiply-add of the matmuls only: LSTM ``2*T*(F+u)*4u`` per direction,
+    GRU ``2*T*(F+u)*3u``, Conv1D ``2*L*k*C*filters``, Dense ``2*in*out``.
+    """
+    T, F, fwd = lookback, n_inputs, 0.0
+    feat = F
+    for s in specs:
+        if s.kind in ("lstm", "bilstm", "gru"):
+            gates = 3 if s.kind == "gru" else 4
+            dirs = 2 if s.kind == "bilstm" else 1
+            fwd += dirs * 2 * T * (feat + s.units) * gates * s.units
+            feat = s.units * dirs
+            T = T if s.return_sequences else 1
+        elif s.kind == "conv1d":
+            L = -(-T // s.strides)
+            fwd += 2 * L * s.kernel_size * feat * s.units
+            T, feat = L, s.units
+        elif s.kind == "flatten":
+            feat, T = feat * T, 1
+        elif s.kind == "dense":
+            fwd += 2 * feat * s.units
+            feat = s.units
+    return 3.0 * fwd

@@ -1,0 +1,107 @@
+"""The grouped trainer gives each model the training it would get alone (models/grouped.py).
+
+Reference: a standard single Keras model of the same architecture (``KerasForecaster.build``), given the
+same initial weights, trained with Keras' own Adam by ``train_on_batch`` on the same batch order (last
+partial batch included), with Keras' EarlyStopping rule applied by hand.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import make_forecaster
+from models.grouped import Member, TrainSettings, fit_group, initial_weights
+
+TINY = {"units": 4, "filters": 4}
+NETWORKS = ("lstm", "stacked_lstm", "bilstm", "gru", "cnn")
+
+
+def data(n: int, seed: int, T: int = 3, F: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, T, F)).astype("float32")
+    y = (X[:, -1, :1] * 0.5 + rng.normal(scale=0.1, size=(n, 1))).astype("float32")
+    return X, y
+
+
+def keras_reference(fc, X, y, weights, orders, batch, epochs, X_val=None, y_val=None, patience=0, cache=None):
+    """Train one standard Keras model on the given batch order; returns (weights, per-epoch losses).
+    ``cache`` reuses one compiled model (weights set, Adam slots and step counter zeroed: a fresh start)."""
+    import keras
+
+    model = (cache or {}).get("model")
+    if model is None:
+        model = fc.build(X.shape[1], X.shape[2], compile=False)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", jit_compile=False)
+        if cache is not None:
+            cache["model"] = model
+    elif model.optimizer.built:
+        for v in model.optimizer.variables:
+            if not v.path.endswith("learning_rate"):
+                v.assign(np.zeros(v.shape, v.dtype))
+    model.set_weights(weights)
+    best, best_w, wait, losses = np.inf, None, 0, []
+    for e in range(epochs):
+        total = 0.0
+        for j in range(0, len(X), batch):
+            rows = orders[e][j:j + batch]
+            total += float(model.train_on_batch(X[rows], y[rows])) * len(rows)
+        losses.append(total / len(X))
+        if X_val is not None and patience:
+            vl = float(np.mean((np.asarray(model(X_val)) - y_val) ** 2))
+            if best_w is None:
+                best_w = model.get_weights()
+            wait += 1
+            if vl < best:
+                best, best_w, wait = vl, model.get_weights(), 0
+            elif wait >= patience and e > 0:
+                break
+    return (best_w if best_w is not None else model.get_weights()), losses
+
+
+@pytest.mark.parametrize("model_type", NETWORKS)
+def test_group_of_k_equals_k_separate_keras_trainings(model_type: str) -> None:
+    fc = make_forecaster(model_type, **TINY, seed=0, horizon=1, dropout=0.0)
+    specs = fc.full_architecture(1)
+    sizes, batch, epochs = (37, 50, 23), 16, 2  # different sizes: different batches per epoch, partial last batches
+    members, refs, cache = [], [], {}
+    for g, n in enumerate(sizes):
+        X, y = data(n, g)
+        w0 = initial_weights(specs, X.shape[1], X.shape[2], seed=g)
+        rng = np.random.default_rng(100 + g)
+        orders = [rng.permutation(n) for _ in range(epochs)]
+        members.append(Member(X, y, seed=g, weights=w0, orders=orders))
+        refs.append(keras_reference(fc, X, y, w0, orders, batch, epochs, cache=cache))
+    fits = fit_group(specs, members, TrainSettings(epochs=epochs, batch_size=batch, patience=0, learning_rate=1e-2))
+    for fit, member, (w_ref, loss_ref) in zip(fits, members, refs):
+        assert [w.shape for w in fit.weights] == [w.shape for w in w_ref]
+        assert not np.allclose(fit.weights[0], member.weights[0])  # it trained
+        for a, b in zip(fit.weights, w_ref):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+        np.testing.assert_allclose([h["loss"] for h in fit.history], loss_ref, rtol=1e-4)
+    if model_type == "lstm":  # a group of one equals its slot in the group of three
+        single = fit_group(specs, members[1:2], TrainSettings(epochs=epochs, batch_size=batch, patience=0, learning_rate=1e-2))
+        for a, b in zip(single[0].weights, fits[1].weights):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_per_model_matches_keras_rule() -> None:
+    fc = make_forecaster("lstm", **TINY, seed=0, horizon=1)
+    specs = fc.full_architecture(1)
+    members, refs, cache = [], [], {}
+    epochs, batch, patience = 6, 16, 1
+    for g, n in enumerate((40, 64)):
+        X, y = data(n, g)
+        Xv, yv = data(12, 50 + g)
+        if g == 0:
+            yv = -yv  # validation that gets worse as the model fits: stops early
+        w0 = initial_weights(specs, 3, 2, seed=g)
+        rng = np.random.default_rng(g)
+        orders = [rng.permutation(n) for _ in range(epochs)]
+        members.append(Member(X, y, Xv, yv, seed=g, weights=w0, orders=orders))
+        refs.append(keras_reference(fc, X, y, w0, orders, batch, epochs, Xv, yv, patience, cache=cache))
+    fits = fit_group(specs, members, TrainSettings(epochs=epochs, batch_size=batch, patience=patience, learning_rate=1e-2))
+    assert len(fits[0].history) < epochs  # model 0 stopped early, model 1 did not have to stop with it
+    for fit, (w_ref, loss_ref) in zip(fits, refs):
+        assert len(fit.history) == len(loss_ref)
+        for a, b in zip(fit.weights, w_ref):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
