@@ -42,7 +42,8 @@ DARTS_S, TODAY_S = 205.0, 375.0  # measured in the issue on this 2-core machine:
 
 def engine_config(model: str, arm: str, max_folds: int | None) -> dict:
     fast = arm != "engine"
-    m = {"type": model, "units": 64, "filters": 64, "epochs": 20, "learning_rate": 1e-3,
+    width = {"filters": 64} if model == "cnn" else {"units": 64}  # each type takes only its own keys
+    m = {"type": model, **width, "epochs": 20, "learning_rate": 1e-3,
          "patience": 3 if fast else 0, "batch_size": 128 if fast else 32}
     wf = {"initial_train": 760, "step": 30, "window": "expanding", "val_fraction": 0.1 if fast else 0.0,
           "warm_start": False, "training": "grouped", "executor": "process", "workers": 2}

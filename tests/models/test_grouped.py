@@ -12,7 +12,9 @@ import pytest
 from models import make_forecaster
 from models.grouped import Member, TrainSettings, fit_group, initial_weights
 
-TINY = {"units": 4, "filters": 4}
+def tiny(model_type: str) -> dict:
+    """Each type takes only its own keys (per-type schemas): 4 filters for the cnn, 4 units otherwise."""
+    return {"filters": 4} if model_type == "cnn" else {"units": 4}
 NETWORKS = ("lstm", "stacked_lstm", "bilstm", "gru", "cnn")
 
 
@@ -60,7 +62,7 @@ def keras_reference(fc, X, y, weights, orders, batch, epochs, X_val=None, y_val=
 
 @pytest.mark.parametrize("model_type", NETWORKS)
 def test_group_of_k_equals_k_separate_keras_trainings(model_type: str) -> None:
-    fc = make_forecaster(model_type, **TINY, seed=0, horizon=1, dropout=0.0)
+    fc = make_forecaster(model_type, **tiny(model_type), seed=0, horizon=1, dropout=0.0)
     specs = fc.full_architecture(1)
     sizes, batch, epochs = (37, 50, 23), 16, 2  # different sizes: different batches per epoch, partial last batches
     members, refs, cache = [], [], {}
@@ -85,7 +87,7 @@ def test_group_of_k_equals_k_separate_keras_trainings(model_type: str) -> None:
 
 
 def test_early_stopping_per_model_matches_keras_rule() -> None:
-    fc = make_forecaster("lstm", **TINY, seed=0, horizon=1)
+    fc = make_forecaster("lstm", **tiny("lstm"), seed=0, horizon=1)
     specs = fc.full_architecture(1)
     members, refs, cache = [], [], {}
     epochs, batch, patience = 6, 16, 1
