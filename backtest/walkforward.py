@@ -378,8 +378,12 @@ def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[Fol
     return folds, plan
 
 
-def execute(plan: Plan, wf: WalkForwardConfig, on_result: Callable[[FoldResult], None] | None = None) -> list[FoldResult]:
-    """Run every chain with the configured executor; results in plan order."""
+def execute(plan: Plan, wf: WalkForwardConfig, on_result: Callable[[FoldResult], None] | None = None,
+            cfg: Config | None = None) -> list[FoldResult]:
+    """Run every chain with the configured executor; results in plan order. ``cfg`` supplies ``[ray]``."""
+    if wf.executor == "ray":
+        from backtest.ray_executor import execute_ray
+        return execute_ray(plan, cfg if cfg is not None else Config(walkforward=wf), on_result)
     results: list[FoldResult] = []
     if wf.executor == "sequential" or wf.workers == 1:
         cache: dict = {}
