@@ -91,10 +91,20 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 # --- run ---------------------------------------------------------------------------------
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` items, plus ``--executor`` and ``--mlflow`` as the config keys they stand for."""
+    sets = list(args.set or [])
+    if getattr(args, "executor", None):
+        sets.append(f"walkforward.executor={args.executor}")
+    if getattr(args, "mlflow", None):
+        sets.append(f'tracking.mlflow_uri="{args.mlflow}"')
+    return sets
+
+
 def _load_cfg(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from backtest.config import load_config
 
-    return load_config(args.config, list(args.set or []))
+    return load_config(args.config, _overrides(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -108,6 +118,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(format_summary(result.evaluation.metrics))
     print(f"run directory: {result.run_dir}")
     print(f"report: {result.report_path}")
+    if cfg.tracking.mlflow_uri:
+        from backtest.tracking import TrackingError, log_run, warn
+
+        try:
+            rid = log_run(result.run_dir, cfg.tracking.mlflow_uri, cfg.tracking.experiment, cfg.tracking.timeout_s)
+            print(f"mlflow run: {rid}")
+        except TrackingError as err:
+            warn(err)
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from backtest.errors import ConfigError
+    from backtest.tracking import TrackingError, log_run
+
+    uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ConfigError("track: give the tracking URI with --mlflow URI (or MLFLOW_TRACKING_URI)")
+    try:
+        rid = log_run(Path(args.run_dir), uri, args.experiment)
+    except TrackingError as err:
+        raise ConfigError(f"track: {err}") from None
+    print(f"mlflow run: {rid}")
     return 0
 
 
@@ -120,9 +153,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from backtest.tracking import resolve_run
     from reports.compare import compare_runs
 
-    path = compare_runs([Path(p) for p in args.run_dirs], Path(args.out), force=args.force)
+    uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI")
+    with tempfile.TemporaryDirectory(prefix="wf-compare-") as tmp:  # MLflow run ids are downloaded here
+        path = compare_runs([resolve_run(p, uri, Path(tmp)) for p in args.run_dirs], Path(args.out), force=args.force)
     print(f"comparison report: {path}")
     return 0
 
@@ -131,7 +169,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     from backtest.sweep import run_sweep
 
-    path = run_sweep(args.config, args.grid or [], seeds=args.seeds, out=Path(args.out), overrides=list(args.set or []),
+    path = run_sweep(args.config, args.grid or [], seeds=args.seeds, out=Path(args.out), overrides=_overrides(args),
                      progress=not args.no_progress)
     print(f"comparison report: {path}")
     return 0
@@ -201,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", help="TOML config file")
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config key (repeatable)")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+        sp.add_argument("--executor", choices=["sequential", "process", "ray"], help="override walkforward.executor")
+        sp.add_argument("--mlflow", metavar="URI", help="track in MLflow at URI (overrides tracking.mlflow_uri)")
 
     run = sub.add_parser("run", help="walk-forward forecasts, signals, simulation, metrics and report")
     run_opts(run)
@@ -211,11 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     cmp_ = sub.add_parser("compare", help="comparison report across run directories")
-    cmp_.add_argument("run_dirs", nargs="+", help="run directories")
+    cmp_.add_argument("run_dirs", nargs="+", help="run directories or MLflow run ids")
     cmp_.add_argument("--out", required=True, help="folder for compare.html")
     cmp_.add_argument("--force", action="store_true",
                       help="compare runs whose test spans, symbols or timeframes differ (the report flags it)")
+    cmp_.add_argument("--mlflow", metavar="URI", help="tracking URI for run ids (default: $MLFLOW_TRACKING_URI)")
     cmp_.set_defaults(func=cmd_compare)
+
+    track = sub.add_parser("track", help="upload a finished run directory to MLflow (e.g. after the server was down)")
+    track.add_argument("run_dir", help="a finished run directory")
+    track.add_argument("--mlflow", metavar="URI", help="tracking URI (default: $MLFLOW_TRACKING_URI)")
+    track.add_argument("--experiment", default="walkforward", help="MLflow experiment name (default: walkforward)")
+    track.set_defaults(func=cmd_track)
 
     sweep = sub.add_parser("sweep", help="run a grid of configs (and seeds), then compare them")
     run_opts(sweep)

@@ -144,7 +144,8 @@ class WalkForwardConfig(_Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="chronological tail of the training rows used for early stopping")
     warm_start: bool = Field(False, description="fold k starts from fold k-1's weights")
     warm_start_epochs: int | None = Field(None, ge=1, description="epochs for warm-started folds (default: a third of epochs)")
-    executor: Literal["sequential", "process"] = Field("sequential", description="run folds in this process or in worker processes")
+    executor: Literal["sequential", "process", "ray"] = Field(
+        "sequential", description="run folds in this process, in worker processes, or as Ray tasks (see [ray])")
     workers: int = Field(2, ge=1, le=256, description="worker processes for executor = 'process'")
     max_folds: int | None = Field(None, ge=1, description="stop after this many folds (quick looks; the plan is otherwise unchanged)")
     training: Literal["auto", "grouped", "per_fold"] = Field(
@@ -260,6 +261,26 @@ class PaperConfig(_Section):
     sandbox_orders: bool = Field(False, description="also send orders to the exchange's sandbox (never live)")
 
 
+class RayConfig(_Section):
+    """``[ray]``: the Ray cluster for ``walkforward.executor = "ray"`` (execution only: no effect on forecasts)."""
+
+    address: str | None = Field(None, description="unset: start a local Ray on this machine; 'auto' or 'HOST:PORT' or 'ray://HOST:10001': join a cluster")
+    num_cpus: float = Field(1.0, gt=0.0, le=256, description="CPUs reserved per task (a fold, or a warm-start chain)")
+    num_gpus: float = Field(0.0, ge=0.0, le=16, description="GPUs reserved per network task (baselines never ask for one); 0.5 = two tasks share a GPU")
+    max_retries: int = Field(3, ge=0, le=100, description="re-runs of a task whose worker process died (Ray task retries)")
+    local_cpus: int | None = Field(None, ge=1, le=1024, description="CPUs of a local Ray started by walkforward; default: all of this machine")
+    object_store_mb: int = Field(200, ge=75, le=1_000_000, description="object store of a local Ray, in MiB (bars are shipped through it once)")
+    connect_timeout_s: float = Field(10.0, gt=0.0, le=600, description="seconds to wait for a cluster address to answer before giving up")
+
+
+class TrackingConfig(_Section):
+    """``[tracking]``: experiment tracking in MLflow (off unless mlflow_uri is set; no effect on forecasts)."""
+
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI: 'file:/path/mlruns', 'sqlite:///mlflow.db' or 'http://host:5000'; unset = off")
+    experiment: str = Field("walkforward", min_length=1, description="MLflow experiment name")
+    timeout_s: float = Field(10.0, gt=0.0, le=600, description="seconds per request to a tracking server before the upload is given up (one warning)")
+
+
 class Config(_Section):
     """The whole resolved configuration."""
 
@@ -271,6 +292,8 @@ class Config(_Section):
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     paper: PaperConfig = Field(default_factory=PaperConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -365,6 +388,7 @@ def _did_you_mean(word: str, choices: Any) -> str:
 _SECTION_KEYS = {
     "data": DataConfig, "features": FeaturesConfig, "walkforward": WalkForwardConfig, "backtest": BacktestConfig,
     "run": RunConfig, "paper": PaperConfig, "models": ModelConfig, "strategies": StrategyConfig,
+    "ray": RayConfig, "tracking": TrackingConfig,
 }
 
 

@@ -85,7 +85,7 @@ def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = Fal
     resumed = check_or_claim(run_dir, forecast_fingerprint(cfg, data.sha256))
     write_text(run_dir / "config.toml", cfg.to_toml())
     bar = _progress(plan.n_tasks, len(folds), progress)
-    results: list[FoldResult] = execute(plan, cfg.walkforward, on_result=bar)
+    results: list[FoldResult] = execute(plan, cfg.walkforward, on_result=bar, cfg=cfg)
     if hasattr(bar, "close"):
         bar.close()
     forecasts = collect_forecasts(results)

@@ -21,7 +21,7 @@ from backtest.config import Config, identity_section, parse_config
 from backtest.errors import RunDirError
 
 PREDICTION_COLUMNS = ["timestamp", "model", "seed", "fold", "y_true", "y_pred", "close", "pred_close"]
-_EXECUTION_ONLY = {"executor", "workers"}
+_EXECUTION_ONLY = {"executor", "workers"}  # walkforward keys; the [ray] and [tracking] sections are never hashed
 
 
 def forecast_fingerprint(cfg: Config, data_sha256: str) -> str:

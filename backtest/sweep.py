@@ -46,5 +46,40 @@ def run_sweep(config: str | Path, grid: list[str], *, seeds: int | None, out: Pa
     from backtest.pipeline import run_all
     from reports.compare import compare_runs
 
+    if cfgs[0].walkforward.executor == "ray":
+        _forecast_on_ray(cfgs, out)
     run_dirs = [run_all(c, out, progress=progress).run_dir for c in cfgs]
-    return compare_runs(run_dirs, out / "compare")
+    path = compare_runs(run_dirs, out / "compare")
+    tr = cfgs[0].tracking
+    if tr.mlflow_uri:
+        from backtest.tracking import TrackingError, log_sweep, warn
+
+        try:
+            log_sweep(run_dirs, [c.run.seeds for c in cfgs], tr.mlflow_uri, tr.experiment, name=str(name),
+                      timeout_s=tr.timeout_s)
+        except TrackingError as err:
+            warn(err)
+    return path
+
+
+def _forecast_on_ray(cfgs: list, out: Path) -> None:  # type: ignore[type-arg]
+    """Every grid point's folds (grid points x seeds x folds) on one Ray connection at once.
+
+    One driver thread per grid point submits its tasks; the driver writes every fold. The evaluation that
+    follows (:func:`run_all`) then finds all folds complete and only reads them back.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backtest.ray_executor import connect
+    from backtest.run import run_forecasts
+
+    started = connect(cfgs[0].ray)
+    try:
+        with ThreadPoolExecutor(max_workers=len(cfgs)) as pool:
+            for f in [pool.submit(run_forecasts, c, out) for c in cfgs]:
+                f.result()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()

@@ -390,9 +390,14 @@ def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[Fol
     return folds, plan
 
 
-def execute(plan: Plan, wf: WalkForwardConfig, on_result: Callable[[FoldResult], None] | None = None) -> list[FoldResult]:
+def execute(plan: Plan, wf: WalkForwardConfig, on_result: Callable[[FoldResult], None] | None = None,
+            cfg: Config | None = None) -> list[FoldResult]:
     """Run every chain with the configured executor; results in plan order. With ``training`` grouped
-    (the default without warm start), cold-start network folds go through :func:`execute_grouped`."""
+    (the default without warm start), cold-start network folds go through :func:`execute_grouped`;
+    ``executor = "ray"`` ships folds (or warm-start chains) to Ray (``cfg`` supplies ``[ray]``)."""
+    if wf.executor == "ray":
+        from backtest.ray_executor import execute_ray
+        return execute_ray(plan, cfg if cfg is not None else Config(walkforward=wf), on_result)
     if wf.grouped:
         return execute_grouped(plan, wf, on_result)
     results: list[FoldResult] = []
