@@ -132,20 +132,20 @@ def _beat_cells(bc: BeatCount | None) -> list[Any]:
 
 def _summary_table(m: UniverseMetrics) -> str:
     ann = _annual(m)
-    headers = [("Portfolio", "l"), ("Model", "l"), ("Strategy", "l"), f"Sharpe ({ann})", "EW B&H Sharpe",
+    headers = [("Portfolio", "l"), ("Model", "l"), ("Strategy", "l"), ("Verdict vs EW B&H", "l"), f"Sharpe ({ann})", "EW B&H Sharpe",
                "Boot. p (2-sided)", "Return [%]", "EW B&H return [%]", "Max DD [%]", "EW B&H max DD [%]",
                "Beats B&H: point", "raw p", "Holm", "BH", "Beats persistence (DM): point", "raw p", "Holm", "BH",
-               ("Verdict vs EW B&H", "l"), ("Flags", "l")]
+               ("Flags", "l")]
     body, classes = [], []
     for r in m.summary:
-        body.append([Cell(r.portfolio, "l"), Cell(r.model or "—", "l"), Cell(r.strategy, "l"), fmt_num(r.sharpe),
+        body.append([Cell(r.portfolio, "l"), Cell(r.model or "—", "l"), Cell(r.strategy, "l"), verdict_cell(r.verdict),
+                     fmt_num(r.sharpe),
                      fmt_num(r.bh_sharpe), fmt_p(r.sharpe_diff_p_value_two_sided),
                      fmt_pct(r.total_return).rstrip("%"), fmt_pct(r.bh_total_return).rstrip("%"),
                      fmt_pct(r.max_drawdown, magnitude=True).rstrip("%"),
                      fmt_pct(r.bh_max_drawdown, magnitude=True).rstrip("%")]
                     + _beat_cells(r.beats_buy_and_hold) + _beat_cells(r.beats_persistence)
-                    + [verdict_cell(r.verdict),
-                       Cell(("⚑ " + "; ".join(r.flags)) if r.flags else "", "l bad" if r.flags else "l")])
+                    + [Cell(("⚑ " + "; ".join(r.flags)) if r.flags else "", "l bad" if r.flags else "l")])
         classes.append("base" if r.model is None else "")
     alpha = m.run.significance_level
     note = (f'<p class="note">Universe portfolios, best Sharpe first; EW B&amp;H is the equal-weight buy &amp; hold of '
@@ -157,7 +157,8 @@ def _summary_table(m: UniverseMetrics) -> str:
             f"discovery rate): the same with the adjusted two-sided p, the family being the symbols of that row. "
             f"The verdict is coloured by its outcome: \"beats\" only when the two-sided bootstrap rejects at {alpha:g}. Shaded rows are baselines; — : not applicable "
             f"(baselines, the persistence model itself, ensembles for DM).</p>")
-    return html_table(headers, body, row_classes=classes, table_id="symbols-beaten") + note
+    table = html_table(headers, body, row_classes=classes, table_id="symbols-beaten")
+    return f'<div style="overflow-x:auto">{table}</div>' + note
 
 
 def _run_info(m: UniverseMetrics) -> str:

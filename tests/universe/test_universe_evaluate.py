@@ -269,10 +269,10 @@ def test_report_and_compare(uni, tmp_path: Path) -> None:
     assert [r[0] for r in beaten] == [r["portfolio"] for r in metrics["summary"]]
     mom = next(r for r in beaten if r[0] == "momentum/long_flat")
     bc = next(r for r in metrics["summary"] if r["portfolio"] == "momentum/long_flat")["beats_buy_and_hold"]
-    assert mom[10:14] == [f"{bc[k]}/3" for k in ("point", "raw", "holm", "bh")]
+    assert mom[11:15] == [f"{bc[k]}/3" for k in ("point", "raw", "holm", "bh")]
     m = UniverseMetrics.from_json(metrics)
     # the verdict column shows the verdict data (reports.html.verdict_cell colours it by its outcome)
-    assert [r[18] for r in beaten] == [r.verdict.short() for r in m.summary]
+    assert [r[3] for r in beaten] == [r.verdict.short() for r in m.summary]
     assert parser.details == len(SYMBOLS)
     assert 'id="fig-heatmap"' in text and text.count("data:image/png;base64,") == 3 + len(SYMBOLS)
     assert "365 bars/yr" in text and (run_dir / "figures" / "heatmap.png").stat().st_size > 1000
