@@ -24,7 +24,7 @@
 
 Units as in :mod:`backtest.metrics`: returns and drawdowns are fractions,
 Sharpe ratios annualised with the timeframe's bars per year (365 for ``1d``,
-2,190 for ``4h``, 8,760 for ``1h``), stated in ``metrics["run"]``.
+2,190 for ``4h``, 8,760 for ``1h``), stated in ``UniverseMetrics.run``.
 """
 from __future__ import annotations
 
