@@ -415,6 +415,9 @@ class RunMetrics:
     def from_dict(cls, data: Any) -> RunMetrics:
         if not isinstance(data, dict):
             raise SchemaError("metrics.json: not a JSON object")
+        if data.get("kind") == "universe":
+            raise SchemaError("metrics.json: a universe run's (kind = 'universe'; read it with "
+                              "backtest.universe.evaluate.UniverseMetrics)")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise SchemaError(f"metrics.json: schema_version {version!r}, this version reads {SCHEMA_VERSION} "
@@ -508,6 +511,10 @@ def _build(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SchemaError(f"metrics.json: {where} should be a number")
         return float(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SchemaError(f"metrics.json: {where} should be true or false")
+        return value
     if tp is int:
         if isinstance(value, float) and value.is_integer():  # a count averaged over seeds
             value = int(value)

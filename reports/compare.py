@@ -47,7 +47,7 @@ class RunData:
 
     name: str
     path: Path
-    metrics: RunMetrics
+    metrics: Any  # RunMetrics, or UniverseMetrics for a universe run (same summary/run attributes used here)
     equity: pd.DataFrame
     config_text: str
 
@@ -61,7 +61,7 @@ def load_run(run_dir: str | Path) -> RunData:
         if not (d / fname).is_file():
             raise RunDirError(f"{d}: not a finished run ({fname} missing)")
     try:
-        metrics = RunMetrics.read(d / "metrics.json")
+        metrics = _read_metrics(d / "metrics.json")
     except SchemaError as exc:
         raise RunDirError(f"{d}: corrupt metrics.json ({_first_line(exc).removeprefix('metrics.json: ')})") from None
     try:
@@ -77,6 +77,35 @@ def load_run(run_dir: str | Path) -> RunData:
     except UnicodeDecodeError as exc:
         raise RunDirError(f"{d}: corrupt config.toml ({_first_line(exc)})") from None
     return RunData(name=d.resolve().name or str(d), path=d, metrics=metrics, equity=eq, config_text=config_text)
+
+
+def _read_metrics(path: Path) -> Any:
+    """A run's metrics through its typed definition: :class:`UniverseMetrics` when ``kind = "universe"``."""
+    import json
+
+    try:
+        kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        kind = None  # RunMetrics.read says what is wrong
+    if kind == "universe":
+        from backtest.universe.evaluate import UniverseMetrics
+
+        return UniverseMetrics.read(path)
+    return RunMetrics.read(path)
+
+
+def _symbols(m: Any) -> str:
+    """The market(s) of a run: its symbol, or ``universe: A, B, C`` for a universe run."""
+    syms = getattr(m.run, "symbols", None)
+    return f"universe: {', '.join(syms)}" if syms else m.run.symbol
+
+
+def _symbols_beaten(row: Any) -> str | None:
+    """For a universe row of a model: on how many symbols it beats buy & hold and persistence (Holm)."""
+    parts = [f"{name} {bc.holm}/{bc.n_symbols}" for name, bc in
+             (("buy & hold", getattr(row, "beats_buy_and_hold", None)),
+              ("persistence", getattr(row, "beats_persistence", None))) if bc is not None]
+    return (", ".join(parts) + " (Holm)") if parts else None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -101,23 +130,26 @@ def _unique_names(runs: list[RunData]) -> list[RunData]:
 def ranked_table(runs: list[RunData]) -> pd.DataFrame:
     """Every run × portfolio of the runs' summaries, ranked by Sharpe (highest first, undefined last).
 
-    Columns: ``rank, run, portfolio, model, strategy, total_return, sharpe,
-    max_drawdown, f1, p_value_two_sided, verdict (a Verdict), flags, first_test_bar,
-    last_test_bar`` (fractions as in metrics.json; max_drawdown as a non-negative magnitude).
+    Columns: ``rank, run, symbols, portfolio, model, strategy, total_return, sharpe,
+    max_drawdown, f1, p_value_two_sided, verdict (a Verdict), symbols_beaten, flags, first_test_bar,
+    last_test_bar`` (fractions as in metrics.json; max_drawdown as a non-negative magnitude). A universe
+    run's rows are its universe portfolios; ``symbols_beaten`` says on how many of its symbols a model row
+    beats each symbol's buy & hold and persistence (Holm-adjusted two-sided tests), None elsewhere.
     """
     rows = []
     for r in runs:
         info = r.metrics.run
         for s in r.metrics.summary:
             rows.append({
-                "run": r.name, "portfolio": s.portfolio, "model": s.model, "strategy": s.strategy,
+                "run": r.name, "symbols": _symbols(r.metrics), "portfolio": s.portfolio, "model": s.model, "strategy": s.strategy,
                 "total_return": s.total_return, "sharpe": s.sharpe,
                 "max_drawdown": None if s.max_drawdown is None else abs(s.max_drawdown), "f1": s.f1,
-                "p_value_two_sided": s.sharpe_diff_p_value_two_sided, "verdict": s.verdict, "flags": list(s.flags),
+                "p_value_two_sided": s.sharpe_diff_p_value_two_sided, "verdict": s.verdict,
+                "symbols_beaten": _symbols_beaten(s), "flags": list(s.flags),
                 "first_test_bar": info.first_test_bar, "last_test_bar": info.last_test_bar,
             })
-    cols = ["rank", "run", "portfolio", "model", "strategy", "total_return", "sharpe", "max_drawdown", "f1",
-            "p_value_two_sided", "verdict", "flags", "first_test_bar", "last_test_bar"]
+    cols = ["rank", "run", "symbols", "portfolio", "model", "strategy", "total_return", "sharpe", "max_drawdown", "f1",
+            "p_value_two_sided", "verdict", "symbols_beaten", "flags", "first_test_bar", "last_test_bar"]
     if not rows:
         return pd.DataFrame(columns=cols)
     table = pd.DataFrame(rows)
@@ -146,7 +178,7 @@ def mismatches(runs: list[RunData]) -> list[str]:
     """What makes the runs not comparable: differing test spans, symbols or timeframes (one line each)."""
     out = []
     for what, get in (("test span", lambda m: f"{m.run.first_test_bar} → {m.run.last_test_bar}"),
-                      ("symbol", lambda m: m.run.symbol), ("timeframe", lambda m: m.run.timeframe)):
+                      ("symbol", _symbols), ("timeframe", lambda m: m.run.timeframe)):
         values = {r.name: get(r.metrics) for r in runs}
         if len(set(values.values())) > 1:
             out.append(f"{what} differs: " + "; ".join(f"{k}: {v}" for k, v in values.items()))
@@ -264,16 +296,19 @@ def _hbox(ax: Any, data: list[np.ndarray], pos: list[int]) -> None:
 
 
 def _ranked_html(table: pd.DataFrame) -> str:
-    headers = ["#", ("Run", "l"), ("Portfolio", "l"), "Total return [%]", "Sharpe", "Max drawdown [%]", "F1",
-               "Boot. p (2-sided)", ("Verdict vs buy & hold", "l"), ("Flags", "l"), ("Test span (UTC)", "l")]
+    universe = bool(table["symbols_beaten"].notna().any()) if len(table) else False
+    headers = ["#", ("Run", "l"), ("Symbols", "l"), ("Portfolio", "l"), "Total return [%]", "Sharpe", "Max drawdown [%]", "F1",
+               "Boot. p (2-sided)", ("Verdict vs buy & hold", "l")] + ([("Symbols beaten", "l")] if universe else []) \
+        + [("Flags", "l"), ("Test span (UTC)", "l")]
     body, classes = [], []
     for r in table.to_dict("records"):
         span = f"{r.get('first_test_bar') or 'n/a'} → {r.get('last_test_bar') or 'n/a'}"
         flags = "; ".join(r["flags"])
-        body.append([r["rank"], Cell(r["run"], "l"), Cell(r["portfolio"], "l"),
+        beaten = [Cell(r["symbols_beaten"] or "—", "l")] if universe else []
+        body.append([r["rank"], Cell(r["run"], "l"), Cell(r["symbols"], "l"), Cell(r["portfolio"], "l"),
                      fmt_pct(r["total_return"], 1).rstrip("%"), fmt_num(r["sharpe"]),
                      fmt_pct(r["max_drawdown"], 1).rstrip("%"), fmt_num(r["f1"], 3), fmt_p(r["p_value_two_sided"]),
-                     verdict_cell(r["verdict"]), Cell(("⚑ " + flags) if flags else "", "l bad" if flags else "l"),
+                     verdict_cell(r["verdict"])] + beaten + [Cell(("⚑ " + flags) if flags else "", "l bad" if flags else "l"),
                      Cell(span, "l")])
         classes.append("base" if r["portfolio"] in BASELINES or r.get("model") is None else "")
     return html_table(headers, body, row_classes=classes, table_id="ranked")

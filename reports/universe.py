@@ -32,7 +32,8 @@ from matplotlib.figure import Figure
 from backtest.atomic import write_text
 from backtest.universe.evaluate import BeatCount, UniverseMetrics
 from backtest.universe.portfolio import UNIVERSE_BH
-from reports.html import Cell, esc, figure_png, fmt_int, fmt_num, fmt_p, fmt_pct, html_table, img_tag, page, save_figures
+from reports.html import (Cell, esc, figure_png, fmt_int, fmt_num, fmt_p, fmt_pct, html_table, img_tag, page, save_figures,
+                          verdict_cell)
 
 __all__ = ["HEAT_METRICS", "heat_matrix", "heat_map", "render_universe_report", "write_universe_report"]
 
@@ -41,7 +42,7 @@ HEAT_METRICS: dict[str, str] = {
     "sharpe_diff": "Sharpe minus the symbol's buy & hold Sharpe (annualised)",
     "sharpe": "Sharpe ratio (annualised)",
     "total_return": "Total return [%]",
-    "sharpe_p": "Bootstrap p-value, Sharpe vs the symbol's buy & hold (one-sided)",
+    "sharpe_p": "Bootstrap p-value (two-sided), Sharpe vs the symbol's buy & hold",
     "mse_ratio": "MSE / persistence MSE (below 1 beats 'no change')",
 }
 
@@ -56,7 +57,7 @@ def _num(v: Any) -> float | None:
 
 def _annual(m: UniverseMetrics) -> str:
     run = m.run
-    return f"ann., {run.get('timeframe', '?')} bars, {fmt_int(run.get('periods_per_year'))} bars/yr"
+    return f"ann., {run.timeframe} bars, {fmt_int(run.periods_per_year)} bars/yr"
 
 
 def heat_matrix(m: UniverseMetrics, metric: str = "sharpe_diff") -> pd.DataFrame:
@@ -64,27 +65,30 @@ def heat_matrix(m: UniverseMetrics, metric: str = "sharpe_diff") -> pd.DataFrame
     if metric not in HEAT_METRICS:
         raise ValueError(f"heat map metric {metric!r} is not one of {', '.join(HEAT_METRICS)}")
     labels = [r.portfolio for r in m.summary if r.model is not None]
-    symbols = list(m.run.get("symbols") or m.symbols)
+    symbols = list(m.run.symbols or m.symbols)
     out = pd.DataFrame(np.nan, index=labels, columns=symbols)
     for s in symbols:
-        info = m.symbols.get(s) or {}
+        info = m.symbols.get(s)
+        if info is None:
+            continue
         for lab in labels:
-            b = (info.get("portfolios") or {}).get(lab) or {}
-            sd = b.get("sharpe_diff_vs_buy_and_hold") or {}
+            b = info.portfolios.get(lab)
+            if b is None:
+                continue
+            sd = b.sharpe_vs_buy_and_hold
             row = next(r for r in m.summary if r.portfolio == lab)
             if metric == "sharpe_diff":
-                v = sd.get("sharpe_diff")
+                v = sd.sharpe_diff if sd else None
             elif metric == "sharpe":
-                v = (b.get("portfolio") or {}).get("sharpe")
+                v = b.portfolio.sharpe
             elif metric == "total_return":
-                v = (b.get("portfolio") or {}).get("total_return")
-                v = None if _num(v) is None else 100 * float(v)
+                v = None if b.portfolio.total_return is None else 100 * b.portfolio.total_return
             elif metric == "sharpe_p":
-                v = sd.get("p_value")
+                v = sd.p_value_two_sided if sd else None
             else:
-                model = ((info.get("models") or {}).get(row.model) or {}).get("per_seed") or {}
-                seed_block = model.get(str(row.seed)) or (next(iter(model.values())) if model else {})
-                v = (seed_block.get("regression") or {}).get("mse_ratio")
+                mm = info.models.get(str(row.model))
+                sb = (mm.per_seed.get(str(row.seed)) or mm.first_seed()[1]) if mm else None
+                v = sb.regression.mse_ratio if sb else None
             out.loc[lab, s] = np.nan if _num(v) is None else float(v)
     return out
 
@@ -128,50 +132,59 @@ def _beat_cells(bc: BeatCount | None) -> list[Any]:
 
 def _summary_table(m: UniverseMetrics) -> str:
     ann = _annual(m)
-    headers = [("Portfolio", "l"), ("Model", "l"), ("Strategy", "l"), f"Sharpe ({ann})", "EW B&H Sharpe",
-               "p (Sharpe > EW B&H)", "Return [%]", "EW B&H return [%]", "Max DD [%]", "EW B&H max DD [%]",
+    headers = [("Portfolio", "l"), ("Model", "l"), ("Strategy", "l"), ("Verdict vs EW B&H", "l"), f"Sharpe ({ann})", "EW B&H Sharpe",
+               "Boot. p (2-sided)", "Return [%]", "EW B&H return [%]", "Max DD [%]", "EW B&H max DD [%]",
                "Beats B&H: point", "raw p", "Holm", "BH", "Beats persistence (DM): point", "raw p", "Holm", "BH",
-               ("Verdict", "l")]
+               ("Flags", "l")]
     body, classes = [], []
     for r in m.summary:
-        body.append([Cell(r.portfolio, "l"), Cell(r.model or "—", "l"), Cell(r.strategy, "l"), fmt_num(r.sharpe),
-                     fmt_num(r.bh_sharpe), fmt_p(r.sharpe_diff_p_value),
+        body.append([Cell(r.portfolio, "l"), Cell(r.model or "—", "l"), Cell(r.strategy, "l"), verdict_cell(r.verdict),
+                     fmt_num(r.sharpe),
+                     fmt_num(r.bh_sharpe), fmt_p(r.sharpe_diff_p_value_two_sided),
                      fmt_pct(r.total_return).rstrip("%"), fmt_pct(r.bh_total_return).rstrip("%"),
                      fmt_pct(r.max_drawdown, magnitude=True).rstrip("%"),
                      fmt_pct(r.bh_max_drawdown, magnitude=True).rstrip("%")]
                     + _beat_cells(r.beats_buy_and_hold) + _beat_cells(r.beats_persistence)
-                    + [Cell(r.verdict, "l " + ("good" if r.beats_universe_bh else ""))])
+                    + [Cell(("⚑ " + "; ".join(r.flags)) if r.flags else "", "l bad" if r.flags else "l")])
         classes.append("base" if r.model is None else "")
-    alpha = next((bc.alpha for r in m.summary for bc in (r.beats_buy_and_hold, r.beats_persistence) if bc), 0.05)
+    alpha = m.run.significance_level
     note = (f'<p class="note">Universe portfolios, best Sharpe first; EW B&amp;H is the equal-weight buy &amp; hold of '
             f"the universe. \"Beats B&amp;H\": symbols on which the strategy's own portfolio has a higher Sharpe ratio "
-            f"than that symbol's buy &amp; hold (one-sided stationary-bootstrap test); \"Beats persistence\": symbols on "
-            f"which the model's squared error is lower than the no-change forecast's (one-sided Diebold-Mariano). "
-            f"<em>point</em>: the point estimate is better; <em>raw p</em>: p &lt; {alpha} without correction; "
-            f"<em>Holm</em> (family-wise error) and <em>BH</em> (Benjamini-Hochberg, false discovery rate): adjusted "
-            f"p &lt; {alpha}, the family being the symbols of that row. Shaded rows are baselines; — : not applicable "
+            f"than that symbol's buy &amp; hold (two-sided stationary-bootstrap test); \"Beats persistence\": symbols on "
+            f"which the model's squared error is lower than the no-change forecast's (two-sided Diebold-Mariano). "
+            f"<em>point</em>: the point estimate is better; <em>raw p</em>: two-sided p &lt; {alpha:g} without correction, "
+            f"point estimate better; <em>Holm</em> (family-wise error) and <em>BH</em> (Benjamini-Hochberg, false "
+            f"discovery rate): the same with the adjusted two-sided p, the family being the symbols of that row. "
+            f"The verdict is coloured by its outcome: \"beats\" only when the two-sided bootstrap rejects at {alpha:g}. Shaded rows are baselines; — : not applicable "
             f"(baselines, the persistence model itself, ensembles for DM).</p>")
-    return html_table(headers, body, row_classes=classes, table_id="symbols-beaten") + note
+    table = html_table(headers, body, row_classes=classes, table_id="symbols-beaten")
+    return f'<div style="overflow-x:auto">{table}</div>' + note
 
 
 def _run_info(m: UniverseMetrics) -> str:
     run = m.run
-    spans = "; ".join(f"{esc(s)}: {esc((m.symbols.get(s) or {}).get('first_test_bar', 'n/a'))[:10]} → "
-                      f"{esc((m.symbols.get(s) or {}).get('last_test_bar', 'n/a'))[:10]} "
-                      f"({fmt_int((m.symbols.get(s) or {}).get('test_bars'))} test bars)" for s in run.get("symbols", []))
+
+    def span(s: str) -> str:
+        info = m.symbols.get(s)
+        if info is None:
+            return f"{esc(s)}: n/a"
+        return (f"{esc(s)}: {esc(info.run.first_test_bar[:10])} → {esc(info.run.last_test_bar[:10])} "
+                f"({fmt_int(info.run.test_bars)} test bars)")
+
     items = [
-        ("Run", esc(run.get("name"))),
-        ("Symbols", f"{fmt_int(run.get('n_symbols'))}: {spans}"),
-        ("Universe test span", f"{esc(run.get('first_test_bar'))} → {esc(run.get('last_test_bar'))} (decision bars t, UTC)"),
-        ("Bar length", f"{esc(run.get('timeframe'))} ({fmt_int(run.get('bar_seconds'))} s); annualised with "
-                       f"{fmt_int(run.get('periods_per_year'))} bars a year (365-day year)"),
-        ("Fees", f"{fmt_pct(run.get('fees'), 3)} of the order value per fill"),
-        ("Slippage", f"{fmt_pct(run.get('slippage'), 3)} of the price per fill"),
-        ("Models", "pooled: one model per network type trained on every symbol" if run.get("pooled")
+        ("Run", esc(run.name)),
+        ("Symbols", f"{fmt_int(run.n_symbols)}: " + "; ".join(span(s) for s in run.symbols)),
+        ("Universe test span", f"{esc(run.first_test_bar)} → {esc(run.last_test_bar)} (decision bars t, UTC)"),
+        ("Bar length", f"{esc(run.timeframe)} ({fmt_int(run.bar_seconds)} s); annualised with "
+                       f"{fmt_int(run.periods_per_year)} bars a year (365-day year)"),
+        ("Fees", f"{fmt_pct(run.fees, 3)} of the order value per fill"),
+        ("Slippage", f"{fmt_pct(run.slippage, 3)} of the price per fill"),
+        ("Models", "pooled: one model per network type trained on every symbol" if run.pooled
          else "one model per symbol"),
-        ("Rebalancing", esc(run.get("rebalancing"))),
-        ("Baselines", esc(run.get("baselines"))),
-        ("Multiple testing", esc(run.get("multiple_testing"))),
+        ("Rebalancing", esc(run.rebalancing)),
+        ("Baselines", esc(run.baselines)),
+        ("Multiple testing", esc(run.multiple_testing)),
+        ("Flags", f"fewer than {run.min_trades} trades, or exposure below {fmt_pct(run.min_exposure, 1)} of the bars"),
     ]
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
     return (f'<dl class="run">{dl}</dl><p class="note"><strong>Every number on this page is out of sample:</strong> '
@@ -181,14 +194,14 @@ def _run_info(m: UniverseMetrics) -> str:
 
 def _pooled_table(m: UniverseMetrics) -> str:
     headers = [("Model", "l"), ("Seed", "l"), "Forecasts", "Accuracy", "F1", "MCC", "RMSE [log ret]",
-               "MSE / persistence", "DM stat", "DM p (model better)"]
+               "MSE / persistence", "DM stat", "DM p (2-sided)"]
     body = []
     for model, block in m.pooled.items():
-        for seed, v in (block.get("per_seed") or {}).items():
-            c, r, d = v.get("classification") or {}, v.get("regression") or {}, (v.get("significance") or {}).get("diebold_mariano") or {}
-            body.append([Cell(model, "l"), Cell(seed, "l"), fmt_int(v.get("n")), fmt_num(c.get("accuracy"), 3),
-                         fmt_num(c.get("f1"), 3), fmt_num(c.get("mcc"), 3), fmt_num(r.get("rmse"), 5),
-                         fmt_num(r.get("mse_ratio"), 3), fmt_num(d.get("statistic")), fmt_p(d.get("p_value_less"))])
+        for seed, v in block.per_seed.items():
+            c, r, d = v.classification, v.regression, v.significance.diebold_mariano
+            body.append([Cell(model, "l"), Cell(seed, "l"), fmt_int(d.n), fmt_num(c.accuracy, 3),
+                         fmt_num(c.f1, 3), fmt_num(c.mcc, 3), fmt_num(r.rmse, 5),
+                         fmt_num(r.mse_ratio, 3), fmt_num(d.statistic), fmt_p(d.p_value_two_sided)])
     note = ('<p class="note">Every symbol\'s test bars together. Price errors are left out (they would mix the '
             "symbols' price scales). The pooled DM test treats the stacked loss differentials as one sample "
             "(cross-symbol correlation is ignored); the per-symbol tests and their corrected counts are above.</p>")
@@ -196,16 +209,15 @@ def _pooled_table(m: UniverseMetrics) -> str:
 
 
 def _dsr_table(m: UniverseMetrics) -> str:
-    ppy = _num(m.run.get("periods_per_year")) or float("nan")
+    ppy = m.run.periods_per_year
     headers = [("Trials", "l"), ("Selected (best Sharpe)", "l"), f"Sharpe ({_annual(m)})", "Trials tried",
                "Deflated Sharpe", "p (selection luck)", ("Note", "l")]
     body = []
     for key, title in (("per_symbol", "every symbol × model × strategy"), ("universe", "universe portfolios")):
-        d = m.deflated_sharpe.get(key) or {}
-        sr = _num(d.get("sharpe"))
-        body.append([Cell(title, "l"), Cell(d.get("selected") or "—", "l"),
-                     fmt_num(None if sr is None else sr * np.sqrt(ppy)), fmt_int(d.get("n_trials")),
-                     fmt_num(d.get("dsr"), 3), fmt_p(d.get("p_value")), Cell(d.get("note") or "", "l")])
+        d = getattr(m.deflated_sharpe, key)
+        body.append([Cell(title, "l"), Cell(d.selected or "—", "l"),
+                     fmt_num(None if d.sharpe is None else d.sharpe * np.sqrt(ppy)), fmt_int(d.n_trials),
+                     fmt_num(d.dsr, 3), fmt_p(d.p_value), Cell(d.note or "", "l")])
     note = ('<p class="note">Deflated Sharpe ratio (Bailey &amp; López de Prado 2014): the probability that the best '
             "of the trials has a true Sharpe ratio above the best of as many skill-less trials; above 0.95 rejects "
             "selection luck at 5%.</p>")
@@ -213,32 +225,35 @@ def _dsr_table(m: UniverseMetrics) -> str:
 
 
 def _symbol_section(m: UniverseMetrics, symbol: str, png: bytes | None) -> str:
-    info = m.symbols.get(symbol) or {}
+    info = m.symbols.get(symbol)
+    if info is None:
+        return ""
     ann = _annual(m)
     headers = [("Portfolio", "l"), f"Sharpe ({ann})", "Return [%]", "Max DD [%]", "Trades", "Exposure [%]",
-               f"Sharpe − B&H ({ann})", "p (Sharpe > B&H)"]
+               f"Sharpe − B&H ({ann})", "Boot. p (2-sided)", ("Verdict vs B&H", "l"), ("Flags", "l")]
     body, classes = [], []
-    for lab, b in (info.get("portfolios") or {}).items():
-        p, sd = b.get("portfolio") or {}, b.get("sharpe_diff_vs_buy_and_hold") or {}
-        body.append([Cell(lab, "l"), fmt_num(p.get("sharpe")), fmt_pct(p.get("total_return")).rstrip("%"),
-                     fmt_pct(p.get("max_drawdown"), magnitude=True).rstrip("%"), fmt_int(p.get("trades")),
-                     fmt_pct(p.get("exposure")).rstrip("%"), fmt_num(sd.get("sharpe_diff")), fmt_p(sd.get("p_value"))])
-        classes.append("base" if b.get("model") is None else "")
+    for lab, b in info.portfolios.items():
+        p, sd = b.portfolio, b.sharpe_vs_buy_and_hold
+        body.append([Cell(lab, "l"), fmt_num(p.sharpe), fmt_pct(p.total_return).rstrip("%"),
+                     fmt_pct(p.max_drawdown, magnitude=True).rstrip("%"), fmt_int(p.trades),
+                     fmt_pct(p.exposure).rstrip("%"), fmt_num(sd.sharpe_diff if sd else None),
+                     fmt_p(sd.p_value_two_sided if sd else None), verdict_cell(b.verdict),
+                     Cell(("⚑ " + "; ".join(b.flags)) if b.flags else "", "l bad" if b.flags else "l")])
+        classes.append("base" if b.model is None else "")
     mh = [("Model", "l"), ("Seed", "l"), "Accuracy", "F1", "RMSE [log ret]", "Price MAE", "MSE / persistence",
-          "DM stat", "DM p (model better)", "PT p"]
+          "DM stat", "DM p (2-sided)", "PT p (1-sided, skill)", ("Verdict vs persistence", "l")]
     mb = []
-    for model, block in (info.get("models") or {}).items():
-        for seed, v in (block.get("per_seed") or {}).items():
-            c, r, s = v.get("classification") or {}, v.get("regression") or {}, v.get("significance") or {}
-            mb.append([Cell(model, "l"), Cell(seed, "l"), fmt_num(c.get("accuracy"), 3), fmt_num(c.get("f1"), 3),
-                       fmt_num(r.get("rmse"), 5), fmt_num(r.get("price_mae"), 4), fmt_num(r.get("mse_ratio"), 3),
-                       fmt_num((s.get("diebold_mariano") or {}).get("statistic")),
-                       fmt_p((s.get("diebold_mariano") or {}).get("p_value_less")),
-                       fmt_p((s.get("pesaran_timmermann") or {}).get("p_value"))])
+    for model, block in info.models.items():
+        for seed, v in block.per_seed.items():
+            c, r, s = v.classification, v.regression, v.significance
+            mb.append([Cell(model, "l"), Cell(seed, "l"), fmt_num(c.accuracy, 3), fmt_num(c.f1, 3),
+                       fmt_num(r.rmse, 5), fmt_num(r.price_mae, 4), fmt_num(r.mse_ratio, 3),
+                       fmt_num(s.diebold_mariano.statistic), fmt_p(s.diebold_mariano.p_value_two_sided),
+                       fmt_p(s.pesaran_timmermann.p_value_one_sided_skill), verdict_cell(v.verdict_vs_persistence)])
     fig = (f'<figure>{img_tag(png, f"equity {symbol}")}<figcaption>Equity of every portfolio of {esc(symbol)} alone '
            "(its own cash), log scale; signals decided at the close of bar t are traded at the open of t+1."
            "</figcaption></figure>") if png else ""
-    span = f"{esc(info.get('first_test_bar', 'n/a'))[:10]} → {esc(info.get('last_test_bar', 'n/a'))[:10]}"
+    span = f"{esc(info.run.first_test_bar[:10])} → {esc(info.run.last_test_bar[:10])}"
     return (f'<details id="symbol-{esc(symbol)}"><summary><strong>{esc(symbol)}</strong> — test bars {span}</summary>'
             + html_table(headers, body, row_classes=classes) + html_table(mh, mb) + fig + "</details>")
 
@@ -269,7 +284,7 @@ def render_universe_report(metrics: UniverseMetrics | Mapping[str, Any], pngs: M
         f"<h2>Per symbol: {esc(HEAT_METRICS[heat_metric])}</h2>",
         fig("heatmap", f"{esc(HEAT_METRICS[heat_metric])}, for each model × strategy (rows) on each symbol "
                        f"(columns), each symbol over its own test bars ({_annual(m)} where annualised). Grey: undefined "
-                       "(e.g. a portfolio that never trades has no Sharpe ratio)."),
+                       "(e.g. a test that could not run); a portfolio that never trades has Sharpe 0."),
         "<h2>Universe portfolio</h2>",
         fig("universe_equity", "Value of each universe portfolio after every bar, fees and slippage paid, log scale; "
                                "black: equal-weight buy &amp; hold of the universe. Equal weight among the symbols "
@@ -279,7 +294,7 @@ def render_universe_report(metrics: UniverseMetrics | Mapping[str, Any], pngs: M
         "<h2>Deflated Sharpe</h2>", _dsr_table(m),
         "<h2>Symbols</h2>",
     ]
-    for i, s in enumerate(m.run.get("symbols") or []):
+    for i, s in enumerate(m.run.symbols):
         body.append(_symbol_section(m, s, pngs.get(f"equity_{i}")))
     return page(title, "\n".join(body))
 
@@ -296,7 +311,7 @@ def write_universe_report(run_dir: str | Path, metrics: UniverseMetrics | Mappin
 
     m = metrics if isinstance(metrics, UniverseMetrics) else UniverseMetrics.from_json(dict(metrics))
     run_dir = Path(run_dir)
-    quote = str(m.run.get("quote") or "quote")
+    quote = m.run.quote
     uni_cols = [r.portfolio for r in m.summary if r.portfolio in equity.columns]
     if UNIVERSE_BH in uni_cols:
         uni_cols = [c for c in uni_cols if c != UNIVERSE_BH] + [UNIVERSE_BH]
@@ -305,7 +320,7 @@ def write_universe_report(run_dir: str | Path, metrics: UniverseMetrics | Mappin
         "universe_equity": equity_curves(equity[uni_cols], quote=quote),
         "universe_drawdown": drawdown(equity[uni_cols]),
     }
-    for i, s in enumerate(m.run.get("symbols") or []):
+    for i, s in enumerate(m.run.symbols):
         eq = _symbol_equity(equity, s)
         if not eq.empty:
             figures[f"equity_{i}"] = equity_curves(eq, quote=quote)
@@ -315,6 +330,6 @@ def write_universe_report(run_dir: str | Path, metrics: UniverseMetrics | Mappin
         for f in figures.values():
             f.clear()
     save_figures(pngs, run_dir / "figures")
-    name = m.run.get("name") or run_dir.name
+    name = m.run.name or run_dir.name
     return write_text(run_dir / "report.html", render_universe_report(m, pngs, title=f"walkforward universe report: {name}",
                                                                       heat_metric=heat_metric))

@@ -218,9 +218,10 @@ def run_universe(cfg: Config, out: str | Path = "runs", *, progress: bool = Fals
     from backtest.universe.evaluate import evaluate_universe  # the evaluation side (issue 11, part B)
     from reports.universe import write_universe_report
 
-    ev = evaluate_universe(cfg, fr.predictions, fr.data.bars, fr.data.timeframe)
-    metrics = ev.metrics.to_json() if hasattr(ev.metrics, "to_json") else ev.metrics
-    write_json(fr.run_dir / "metrics.json", metrics)
+    synthetic = {s: r.synthetic for s, r in fr.data.reports.items()}  # repaired bars are not traded
+    ev = evaluate_universe(cfg, fr.predictions, fr.data.bars, fr.data.timeframe, synthetic=synthetic)
+    metrics = ev.metrics
+    metrics.write(fr.run_dir / "metrics.json")
     write_text(fr.run_dir / "equity.csv", ev.equity.to_csv(float_format="%.6f"))
     write_text(fr.run_dir / "trades.csv", ev.trades.to_csv(index=False))
     report = write_universe_report(fr.run_dir, metrics, fr.predictions, ev.equity)

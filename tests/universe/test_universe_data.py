@@ -174,7 +174,7 @@ def test_data_fetch_several_symbols_from_the_emulator(tmp_path: Path, capsys, mo
             pd.testing.assert_frame_equal(cached, frames[s], check_freq=False)
 
         # a universe run config with source = "ccxt" reads the same bars (updating the cache is a no-op here)
-        ccxt_cfg = DataConfig(source="ccxt", symbols=SYMBOLS, start=START, end=END, cache_dir=str(tmp_path), base_url=emu.url)
+        ccxt_cfg = DataConfig(source="ccxt", timeframe="1d", symbols=SYMBOLS, start=START, end=END, cache_dir=str(tmp_path), base_url=emu.url)
         got = load_universe(ccxt_cfg, now=now)
         for s in SYMBOLS:
             b = got.bars[s]
@@ -188,7 +188,7 @@ def test_data_fetch_several_symbols_from_the_emulator(tmp_path: Path, capsys, mo
 
 
 # --- example configs ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, symbols, pooled", [("universe.toml", 7, True), ("universe_4h.toml", 4, False)])
+@pytest.mark.parametrize("name, symbols, pooled", [("universe.toml", 5, True), ("universe_4h.toml", 4, False)])
 def test_example_universe_configs_are_valid(name: str, symbols: int, pooled: bool) -> None:
     from backtest.config import load_config
 

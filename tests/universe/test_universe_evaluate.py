@@ -20,7 +20,7 @@ from backtest.atomic import write_text
 from backtest.config import Config
 from backtest.errors import DataError
 from backtest.metrics import classification
-from backtest.pipeline import write_evaluation
+from backtest.schema import RunMetrics, SchemaError
 from backtest.universe.evaluate import UniverseMetrics, adjust_pvalues, beat_count, evaluate_universe
 from reports.compare import compare_runs
 from reports.universe import heat_matrix, write_universe_report
@@ -63,7 +63,10 @@ def test_corrections_and_counts_by_hand() -> None:
     adj = adjust_pvalues([0.001, 0.03, 0.04])
     assert np.allclose(adj["holm"], [0.003, 0.06, 0.06]) and np.allclose(adj["bh"], [0.003, 0.04, 0.04])
     bc = beat_count("t", "h0", ["A", "B", "C"], [1.0, 2.0, 3.0], [0.001, 0.03, 0.04], [True, True, False])
-    assert (bc.point, bc.raw, bc.holm, bc.bh, bc.n_symbols) == (2, 3, 1, 3, 3)
+    # a symbol counts only where the (adjusted) two-sided p < level AND the point estimate favours the model:
+    # C's p is small but the model is worse there
+    assert (bc.point, bc.raw, bc.holm, bc.bh, bc.n_symbols, bc.sided) == (2, 2, 1, 2, 3, "two-sided")
+    assert beat_count("t", "h0", ["A", "B", "C"], [1.0, 2.0, 3.0], [0.001, 0.03, 0.04], [True] * 3, level=0.01).raw == 1
     # an undefined test counts as p = 1 and stays in the family
     adj = adjust_pvalues([0.001, 0.03, 0.04, None])
     assert np.allclose(adj["holm"], [0.004, 0.09, 0.09, 1.0])
@@ -72,8 +75,9 @@ def test_corrections_and_counts_by_hand() -> None:
 
 def test_symbol_counts_match_per_symbol_tests(uni) -> None:
     bars, preds, ev = uni
-    m = UniverseMetrics.from_json(json.loads(json.dumps(ev.metrics)))
-    assert m.run["symbols"] == list(SYMBOLS) and m.run["periods_per_year"] == 365.0
+    m = UniverseMetrics.from_json(json.loads(json.dumps(ev.metrics.to_json())))
+    assert m == ev.metrics  # the typed definition round-trips through JSON
+    assert m.kind == "universe" and m.run.symbols == list(SYMBOLS) and m.run.periods_per_year == 365.0
     rows = {r.portfolio: r for r in m.summary}
     assert set(rows) == {"persistence/long_flat", "momentum/long_flat", "persistence/eager", "momentum/eager",
                          "buy_and_hold", "always_flat", "sma_cross"}
@@ -83,13 +87,17 @@ def test_symbol_counts_match_per_symbol_tests(uni) -> None:
             assert row.beats_buy_and_hold is None and row.beats_persistence is None
             continue
         bc = row.beats_buy_and_hold
-        p = [m.symbols[s]["portfolios"][label]["sharpe_diff_vs_buy_and_hold"]["p_value"] for s in SYMBOLS]
+        per = [m.symbols[s].portfolios[label] for s in SYMBOLS]
+        p = [x.sharpe_vs_buy_and_hold.p_value_two_sided for x in per]
         p1 = [1.0 if v is None else v for v in p]
-        assert [t.p_value for t in bc.per_symbol] == p
+        better = [(x.sharpe_vs_buy_and_hold.sharpe_diff or 0) > 0 for x in per]
+        assert [t.p_value_two_sided for t in bc.per_symbol] == p
+        assert [t.verdict for t in bc.per_symbol] == [x.verdict for x in per]  # the single-symbol verdicts
         assert np.allclose([t.p_holm for t in bc.per_symbol], _holm(p1), rtol=0, atol=1e-12)
         assert np.allclose([t.p_bh for t in bc.per_symbol], _bh(p1), rtol=0, atol=1e-12)
-        assert bc.holm == sum(v < 0.05 for v in _holm(p1)) and bc.bh == sum(v < 0.05 for v in _bh(p1))
-        assert bc.raw == sum(v < 0.05 for v in p1)
+        assert bc.holm == sum(v < 0.05 and b for v, b in zip(_holm(p1), better))
+        assert bc.bh == sum(v < 0.05 and b for v, b in zip(_bh(p1), better))
+        assert bc.raw == sum(v < 0.05 and b for v, b in zip(p1, better))
         if row.model == "persistence":
             assert row.beats_persistence is None  # persistence is not tested against itself
             continue
@@ -97,7 +105,7 @@ def test_symbol_counts_match_per_symbol_tests(uni) -> None:
         for t in row.beats_persistence.per_symbol:
             s = preds[(preds["symbol"] == t.symbol) & (preds["model"] == "momentum")]
             dm = sig.diebold_mariano(s["y_pred"] - s["y_true"], -s["y_true"], h=1)
-            assert t.p_value == pytest.approx(dm["p_value_less"], abs=1e-12)
+            assert t.p_value_two_sided == pytest.approx(dm["p_value"], abs=1e-12)
             assert t.point_better == bool(np.mean((s["y_pred"] - s["y_true"]) ** 2) < np.mean(s["y_true"] ** 2))
         checked += 1
     assert checked == 2
@@ -107,36 +115,92 @@ def test_symbol_counts_match_per_symbol_tests(uni) -> None:
 def test_universe_and_pooled_metrics(uni) -> None:
     bars, preds, ev = uni
     m = ev.metrics
-    bh = next(r for r in m["summary"] if r["portfolio"] == "buy_and_hold")
+    bh = m.row("buy_and_hold")
     eq = ev.equity
-    assert bh["total_return"] == pytest.approx(eq["buy_and_hold"].iloc[-1] / CFG.backtest.init_cash - 1, rel=1e-12)
-    # universe Sharpe and drawdown are those of the universe equity (first bar, before any fill, left out)
-    for r in m["summary"]:
-        e = eq[r["portfolio"]]
-        if r["sharpe"] is not None:
-            assert r["sharpe"] == pytest.approx(sig.sharpe_ratio(e.pct_change().iloc[1:], 365), rel=1e-9)
-        assert r["max_drawdown"] == pytest.approx((e / e.cummax() - 1).min(), abs=1e-12)
+    assert bh.verdict.outcome == "benchmark"
+    assert bh.total_return == pytest.approx(eq["buy_and_hold"].iloc[-1] / CFG.backtest.init_cash - 1, rel=1e-12)
+    # universe Sharpe and drawdown are those of the universe equity (first bar, before any fill, left out);
+    # a flat portfolio has Sharpe 0
+    for r in m.summary:
+        e = eq[r.portfolio]
+        ret = e.pct_change().iloc[1:]
+        expected = 0.0 if (ret == 0).all() else sig.sharpe_ratio(ret, 365)
+        assert r.sharpe == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert r.max_drawdown == pytest.approx((e / e.cummax() - 1).min(), abs=1e-12)
+    assert m.row("always_flat").sharpe == 0.0
+    # verdicts as data: "beats" only when the two-sided bootstrap rejects at the level, in the model's favour
+    for r in m.summary:
+        if r.portfolio == "buy_and_hold":
+            continue
+        v = r.verdict
+        assert v.sided == "two-sided" and v.level == CFG.backtest.significance_level
+        assert v.p_value == r.sharpe_diff_p_value_two_sided
+        assert (v.outcome == "beats") == (v.p_value is not None and v.p_value < v.level and r.sharpe_diff > 0)
+        assert m.universe[r.portfolio].verdict == v
+    # flags per universe portfolio, from backtest.min_trades / min_exposure
+    assert any("low exposure" in f for f in m.row("always_flat").flags)
+    for r in m.summary:
+        assert any(f.startswith("few trades") for f in r.flags) == (
+            r.portfolio != "buy_and_hold" and r.trades is not None and r.trades < CFG.backtest.min_trades)
     # per-symbol columns cover only that symbol's test span; universe columns the whole span
-    sol_first = pd.Timestamp(m["symbols"]["SOL/USDT"]["first_test_bar"])
+    sol_first = pd.Timestamp(m.symbols["SOL/USDT"].run.first_test_bar)
     assert eq["momentum/long_flat[SOL/USDT]"].loc[: sol_first - pd.Timedelta(days=1)].isna().all()
     assert eq["momentum/long_flat"].notna().all()
     # the universe simulation's per-symbol buy & hold equals the single-symbol simulation over its span
     for s in SYMBOLS:
         single = eq[f"buy_and_hold[{s}]"].dropna()
-        assert len(single) == m["symbols"][s]["test_bars"] + 1
+        assert len(single) == m.symbols[s].run.test_bars + 1
         assert np.allclose(ev.simulation.equity[f"buy_and_hold[{s}]"].loc[single.index], single, rtol=1e-12)
     # pooled direction metrics = classification over every symbol's rows together; no price errors pooled
     mom = preds[preds["model"] == "momentum"]
-    pooled = m["pooled"]["momentum"]["per_seed"]["0"]
-    assert pooled["classification"] == classification(mom["y_true"].to_numpy(), mom["y_pred"].to_numpy() > 0)
-    assert pooled["n"] == len(mom) and "price_mae" not in pooled["regression"]
+    pooled = m.pooled["momentum"].per_seed["0"]
+    expected = classification(mom["y_true"].to_numpy(), mom["y_pred"].to_numpy() > 0)
+    assert {k: getattr(pooled.classification, k) for k in expected} == pytest.approx(expected)
+    assert pooled.significance.diebold_mariano.n == len(mom) and pooled.regression.price_mae is None
     # deflated Sharpe over every symbol x model x strategy tried
-    dsr = m["deflated_sharpe"]["per_symbol"]
-    assert dsr["n_trials"] == len(SYMBOLS) * 4 and len(dsr["trials"]) == 12
-    sharpes = {f"{s}|{lab}": m["symbols"][s]["portfolios"][lab]["portfolio"]["sharpe"]
+    dsr = m.deflated_sharpe.per_symbol
+    assert dsr.n_trials == len(SYMBOLS) * 4 and len(dsr.trials) == 12
+    sharpes = {f"{s}|{lab}": m.symbols[s].portfolios[lab].portfolio.sharpe
                for s in SYMBOLS for lab in ("persistence/long_flat", "momentum/long_flat", "persistence/eager", "momentum/eager")}
-    assert dsr["selected"] == max((k for k in sharpes if sharpes[k] is not None), key=lambda k: sharpes[k])
-    assert m["deflated_sharpe"]["universe"]["n_trials"] == 4
+    assert dsr.selected == max((k for k in sharpes if sharpes[k] is not None), key=lambda k: sharpes[k])
+    assert m.deflated_sharpe.universe.n_trials == 4
+
+
+def test_synthetic_bars_are_not_traded_per_symbol(uni) -> None:
+    """A repaired (synthetic) bar of one symbol takes no decision there, in its own and the universe portfolio."""
+    bars, preds, ev = uni
+    eth = bars["ETH/USDT"]
+    mask = pd.Series(False, index=eth.index)
+    tests = preds[(preds["symbol"] == "ETH/USDT") & (preds["model"] == "momentum")]["timestamp"]
+    mask.loc[tests.iloc[5:60]] = True  # a long stretch of ETH's test bars marked synthetic
+    held = evaluate_universe(CFG, preds, bars, "1d", synthetic={"ETH/USDT": mask})
+    lab = "momentum/eager"
+    a, b = ev.metrics.symbols["ETH/USDT"].portfolios[lab], held.metrics.symbols["ETH/USDT"].portfolios[lab]
+    assert b.portfolio.trades < a.portfolio.trades  # no order decided on the synthetic stretch
+    # BTC and SOL are untouched; the universe portfolio changes
+    for s in ("BTC/USDT", "SOL/USDT"):
+        assert held.metrics.symbols[s].portfolios[lab] == ev.metrics.symbols[s].portfolios[lab]
+    assert held.metrics.row(lab).total_return != ev.metrics.row(lab).total_return
+    pos = held.simulation.positions[lab]["ETH/USDT"]
+    window = mask[mask].index[1:]  # decisions on these bars keep the previous position at the next open
+    nxt = pos.index.get_indexer(window) + 1
+    assert (pos.iloc[nxt].to_numpy() == pos.iloc[nxt - 1].to_numpy()).all()
+
+
+def test_universe_metrics_json_is_typed_and_told_apart(uni, tmp_path: Path) -> None:
+    bars, preds, ev = uni
+    path = ev.metrics.write(tmp_path / "metrics.json")
+    assert UniverseMetrics.read(path) == ev.metrics
+    with pytest.raises(SchemaError, match=r"^metrics.json: a universe run's \(kind = 'universe'"):
+        RunMetrics.read(path)
+    d = json.loads(path.read_text())
+    d["summary"][0]["sharpe"] = "high"
+    with pytest.raises(SchemaError, match=r"^metrics.json: metrics.summary\[0\].sharpe should be a number$"):
+        UniverseMetrics.from_json(d)
+    d = json.loads(path.read_text())
+    del d["kind"]
+    with pytest.raises(SchemaError, match="not a universe run's"):
+        UniverseMetrics.from_json(d)
 
 
 def test_data_errors_name_the_symbol(uni) -> None:
@@ -192,7 +256,8 @@ class _Tables(HTMLParser):
 def test_report_and_compare(uni, tmp_path: Path) -> None:
     bars, preds, ev = uni
     run_dir = tmp_path / "uni"
-    write_evaluation(run_dir, ev)
+    ev.metrics.write(run_dir / "metrics.json")
+    write_text(run_dir / "equity.csv", ev.equity.to_csv())
     write_text(run_dir / "config.toml", CFG.to_toml())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     path = write_universe_report(run_dir, metrics, preds, ev.equity)
@@ -204,14 +269,17 @@ def test_report_and_compare(uni, tmp_path: Path) -> None:
     assert [r[0] for r in beaten] == [r["portfolio"] for r in metrics["summary"]]
     mom = next(r for r in beaten if r[0] == "momentum/long_flat")
     bc = next(r for r in metrics["summary"] if r["portfolio"] == "momentum/long_flat")["beats_buy_and_hold"]
-    assert mom[10:14] == [f"{bc[k]}/3" for k in ("point", "raw", "holm", "bh")]
+    assert mom[11:15] == [f"{bc[k]}/3" for k in ("point", "raw", "holm", "bh")]
+    m = UniverseMetrics.from_json(metrics)
+    # the verdict column shows the verdict data (reports.html.verdict_cell colours it by its outcome)
+    assert [r[3] for r in beaten] == [r.verdict.short() for r in m.summary]
     assert parser.details == len(SYMBOLS)
     assert 'id="fig-heatmap"' in text and text.count("data:image/png;base64,") == 3 + len(SYMBOLS)
     assert "365 bars/yr" in text and (run_dir / "figures" / "heatmap.png").stat().st_size > 1000
     m = UniverseMetrics.from_json(metrics)
     hm = heat_matrix(m, "sharpe_diff")
     assert hm.loc["momentum/eager", "SOL/USDT"] == pytest.approx(
-        metrics["symbols"]["SOL/USDT"]["portfolios"]["momentum/eager"]["sharpe_diff_vs_buy_and_hold"]["sharpe_diff"])
+        metrics["symbols"]["SOL/USDT"]["portfolios"]["momentum/eager"]["sharpe_vs_buy_and_hold"]["sharpe_diff"])
     with pytest.raises(ValueError, match="heat map metric 'f2' is not one of"):
         heat_matrix(m, "f2")
     # compare reads a universe run like any other and says which symbols and how many were beaten

@@ -140,11 +140,9 @@ def test_pooled_lstm_leakage_guard_across_symbols(data, tmp_path: Path) -> None:
     assert not np.allclose(real.loc[after, "y_pred"], junk.loc[after, "y_pred"])  # the garbage did arrive later
 
 
-# --- end to end (needs the evaluation side, issue 11 part B) ------------------------------------------------
+# --- end to end (forecasts + evaluation + report) ------------------------------------------------
 def test_universe_run_end_to_end(tmp_path: Path) -> None:
     """``run_all`` on a universe config: forecasts, evaluation, metrics and report (bundled data, offline)."""
-    pytest.importorskip("backtest.universe.evaluate")
-    pytest.importorskip("reports.universe")
     from backtest.pipeline import run_all
 
     cfg = universe_cfg(features={"pooled": True}, backtest={"bootstrap_samples": 100})
@@ -152,3 +150,4 @@ def test_universe_run_end_to_end(tmp_path: Path) -> None:
     assert result.report_path.is_file() and (result.run_dir / "metrics.json").is_file()
     assert list(dict.fromkeys(result.predictions["symbol"])) == SYMBOLS
     assert (result.run_dir / "equity.csv").is_file() and (result.run_dir / "trades.csv").is_file()
+    assert result.evaluation.metrics.run.pooled and result.evaluation.metrics.run.symbols == SYMBOLS
