@@ -178,12 +178,16 @@ def test_a_cli_run_prints_no_tensorflow_start_up_lines(tmp_path) -> None:
     conf = tmp_path / "t.toml"
     conf.write_text('[data]\nend = "2018-06-01"\n[features]\nlookback = 8\n[walkforward]\ninitial_train = 200\n'
                     'step = 60\nmax_folds = 1\n[models.lin]\ntype = "linear"\n'
+                    # a Keras network, so TensorFlow is really imported and trained in the CLI process
+                    # (a linear-only run never imports it, and then passes without any filtering)
+                    '[models.net]\ntype = "lstm"\nunits = 4\nepochs = 1\nbatch_size = 32\npatience = 0\n'
                     '[backtest]\nbootstrap_samples = 100\n[run]\nname = "q"\n')
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TF_")}
     p = subprocess.run([sys.executable, "-m", "backtest.cli", "run", str(conf), "--out", str(tmp_path / "r"),
                         "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr
     assert p.stderr == "", p.stderr  # no cudart_stub / absl / cpu_feature_guard lines
+    assert (tmp_path / "r" / "q" / "folds" / "net").is_dir()  # the network was trained
 
 
 def test_compare_and_missing_or_corrupt_run_dirs(tiny_run: Path, tmp_path, capsys) -> None:

@@ -20,7 +20,10 @@ A cycle (:meth:`PaperTrader.cycle`, ``walkforward paper run CONFIG --once``):
       model stored under the account folder -- otherwise reuse the current model;
    d. forecast ``r̂[t+1]`` and compute every portfolio's signal for the next bar
       with :func:`strategies.build.build_signals` (the backtest's own code: long/flat
-      per model, ensembles, buy-and-hold, always-flat, SMA cross);
+      per model, ensembles, buy-and-hold, always-flat, SMA cross), then the backtest's
+      :func:`strategies.signals.hold_on_synthetic`: on a bar that ``data.repair = "ffill"``
+      inserted or price-replaced every portfolio keeps its previous signal (no order is
+      decided on a synthetic bar);
    e. record a pending order where the signal changes the position, and write
       all of it in one SQLite transaction (:meth:`Ledger.write_bar`).
 
@@ -280,7 +283,7 @@ class PaperTrader:
             from backtest.paper.sandbox import open_sandbox
 
             sandbox = open_sandbox(self.cfg.data)
-        frame = self._fetch(acct, now)
+        frame, synthetic = self._fetch(acct, now)
         crash_point("after_fetch")
         created = acct is None
         if acct is None:
@@ -293,7 +296,7 @@ class PaperTrader:
             if self.stop.is_set():
                 self.log.info("stop requested: not starting bar %s", iso(window.index[i]))
                 break
-            rec = self._compute_bar(acct, window, i, state)
+            rec = self._compute_bar(acct, window, i, state, synthetic)
             ledger.write_bar(acct, rec, expect_last=state.last_time)
             state.apply(rec)
             processed.append(rec)
@@ -308,8 +311,10 @@ class PaperTrader:
             dict(last.equity) if last else {}, dict(last.orders) if last else {}, created)
 
     # ----------------------------------------------------------------- data
-    def _fetch(self, acct: Account | None, now: pd.Timestamp) -> pd.DataFrame:
-        """Closed candles from the account's origin (or enough history for a new account), validated."""
+    def _fetch(self, acct: Account | None, now: pd.Timestamp) -> tuple[pd.DataFrame, pd.Series | None]:
+        """Closed candles from the account's origin (or enough history for a new account), validated,
+        and the repair's synthetic-bar mask (:attr:`ValidationReport.synthetic`: True = a bar inserted
+        or price-replaced by ``data.repair = "ffill"``, indexed by bar open time; None = nothing repaired)."""
         from backtest.data.ccxt_source import update_cache
         from backtest.data.validate import validate
 
@@ -333,7 +338,7 @@ class PaperTrader:
         if report.rows_changed:
             self.log.warning("%s: %s", source, report.describe())
         self.log.debug("%s: %d closed bars up to %s (%d new)", source, len(frame), iso(frame.index[-1]), new)
-        return frame
+        return frame, report.synthetic
 
     def _create_account(self, ledger: Ledger, frame: pd.DataFrame) -> Account:
         s, d = self.setup, self.cfg.data
@@ -376,7 +381,8 @@ class PaperTrader:
         return window
 
     # ----------------------------------------------------------------- one bar
-    def _compute_bar(self, acct: Account, window: pd.DataFrame, i: int, state: LedgerState) -> BarRecord:
+    def _compute_bar(self, acct: Account, window: pd.DataFrame, i: int, state: LedgerState,
+                     synthetic: pd.Series | None = None) -> BarRecord:
         t = window.index[i]
         o, h, lo, c, v = (float(x) for x in window.iloc[i][["open", "high", "low", "close", "volume"]])
         rec = BarRecord(t, i, (o, h, lo, c, v))
@@ -413,7 +419,7 @@ class PaperTrader:
         if retrain:
             crash_point("after_train")
 
-        signals = self._signals(acct, state, rec, bars)
+        signals = self._signals(acct, state, rec, bars, synthetic)
         rec.signals = signals
         for label in acct.labels:
             long_now = book[label][0] > 0
@@ -493,9 +499,13 @@ class PaperTrader:
         y = z if forecaster.target_space == "return" else tr.decode_y(z, close, rows)
         return [float(x) for x in np.asarray(y)[0]]
 
-    def _signals(self, acct: Account, state: LedgerState, rec: BarRecord, bars: pd.DataFrame) -> dict[str, bool]:
-        """Every portfolio's desired position for the next bar: the backtest's ``build_signals``, last row."""
+    def _signals(self, acct: Account, state: LedgerState, rec: BarRecord, bars: pd.DataFrame,
+                 synthetic: pd.Series | None = None) -> dict[str, bool]:
+        """Every portfolio's desired position for the next bar: the backtest's ``build_signals``, then, as in
+        :func:`backtest.evaluate.evaluate`, :func:`strategies.signals.hold_on_synthetic` (a bar the repair
+        inserted or price-replaced keeps the previous bar's signal, so no order is decided on it); last row."""
         from strategies.build import build_signals
+        from strategies.signals import hold_on_synthetic
 
         rows = state.forecasts + [{"timestamp": rec.time, "model": f.model, "seed": f.seed, "fold": f.fold,
                                    "y_pred": f.y_pred, "steps": f.steps} for f in rec.forecasts]
@@ -507,6 +517,7 @@ class PaperTrader:
             for h in range(horizon):
                 preds[f"y_pred_h{h + 1}"] = [r["steps"][h] for r in rows]
         sig, _ = build_signals(self.setup.engine, preds, bars)
+        sig = hold_on_synthetic(sig, synthetic)  # the backtest's rule, over the account's whole signal history
         if sig.index[-1] != rec.time or set(sig.columns) != set(acct.labels):
             raise LedgerError(f"{self.paths.ledger}: signals for {iso(rec.time)} do not match the account's portfolios")
         last = sig.iloc[-1]

@@ -85,6 +85,10 @@ def test_numeric_timestamps_in_seconds_or_milliseconds(tmp_path, unit) -> None:
     p = bars_csv(tmp_path / "num.csv", 50, "1h", unit=unit)
     data = load_source(str(p))
     assert data.bars.index[0] == pd.Timestamp("2021-01-01", tz="UTC") and data.timeframe == "1h"
+    # every bar, not just the first: the same frame as the file written with ISO timestamps
+    iso = load_source(str(bars_csv(tmp_path / "iso.csv", 50, "1h")))
+    assert data.bars.index.equals(pd.date_range("2021-01-01", periods=50, freq="1h", tz="UTC"))
+    pd.testing.assert_frame_equal(data.bars, iso.bars, check_freq=False)
 
 
 @pytest.mark.parametrize("text,match", [

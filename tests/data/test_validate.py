@@ -55,6 +55,12 @@ def test_bad_input_is_one_line_error(rows, message, key, count) -> None:
 def test_ffill_repair_reports_count(rows, message, key, count) -> None:
     df, rep = validate(frame(rows), "1d", source="prices.csv", repair="ffill", max_repair_fraction=1.0)
     assert rep.repairs[key] == count
+    # inserted and price-replaced bars are synthetic (never traded on); sorting, widening, zero volume are not
+    synthetic_kinds = ("missing bars filled", "NaN rows filled", "non-positive prices replaced")
+    assert rep.synthetic is not None and rep.synthetic.index.equals(df.index) and rep.synthetic.dtype == bool
+    assert rep.synthetic_bars == sum(rep.repairs.get(k, 0) for k in synthetic_kinds)  # (case 0 also has a gap)
+    assert rep.synthetic_bars >= (count if key in synthetic_kinds else 0)
+    assert not rep.synthetic[frame(rows).index.intersection(df.index)].any() or key in synthetic_kinds
     validate(df, "1d", source="again", repair="ffill", max_repair_fraction=1.0)  # the repaired frame is valid
     assert df.index.is_monotonic_increasing and df.index.is_unique
     assert (df[["open", "high", "low", "close"]] > 0).all().all()

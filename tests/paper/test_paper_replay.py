@@ -17,7 +17,7 @@ import pytest
 
 from backtest.config import BacktestConfig
 from backtest.data.load import LoadedData, frame_sha256
-from backtest.data.validate import ValidationReport
+from backtest.data.validate import ValidationReport, validate
 from backtest.evaluate import evaluate
 from backtest.paper.engine import PaperTrader
 from backtest.paper.fills import buy_all, sell_all, value
@@ -29,6 +29,7 @@ from tests.paper.helpers import T0, bar_close, make_config, no_sleep
 
 
 def _replay(cfg, emu, source, n: int) -> PaperTrader:
+    """One cycle per bar: the clock moves to the close of bar ``T0 + k``, and exactly that bar is processed."""
     trader = PaperTrader(cfg, fetch_sleep=no_sleep)
     for k in range(n):
         emu.now = bar_close(source, T0 + k)
@@ -37,15 +38,20 @@ def _replay(cfg, emu, source, n: int) -> PaperTrader:
     return trader
 
 
-def _backtest(cfg, bars: pd.DataFrame, out: Path):
-    data = LoadedData(bars, "1d", "emulator slice", ValidationReport("emulator slice"), frame_sha256(bars))
+def _backtest(cfg, bars: pd.DataFrame, out: Path, synthetic: pd.Series | None = None):
+    """``walkforward run`` (``backtest.pipeline.run_all``: run_forecasts, then evaluate with the data's
+    synthetic-bar mask) on ``bars``; ``synthetic`` = the repair's mask of those bars (None: all real)."""
+    mask = None if synthetic is None else synthetic.reindex(bars.index, fill_value=False)
+    data = LoadedData(bars, "1d", "emulator slice", ValidationReport("emulator slice"), frame_sha256(bars), mask)
     fr = run_forecasts(cfg, out, data=data)
-    return fr, evaluate(cfg, fr.predictions, bars, "1d")
+    return fr, evaluate(cfg, fr.predictions, bars, "1d", synthetic=fr.data.synthetic)
 
 
-def _compare(trader: PaperTrader, cfg, source: pd.DataFrame, n: int, out: Path, *, forecast_rtol: float) -> None:
+def _compare(trader: PaperTrader, cfg, source: pd.DataFrame, n: int, out: Path, *, forecast_rtol: float,
+             synthetic: pd.Series | None = None):
+    """Assert the ledger equals the backtest of ``source[: T0 + n]``; return the backtest's (forecasts, evaluation)."""
     bars = source.iloc[: T0 + n]  # row 0 = the account's origin; the last bar is the newest processed one
-    fr, ev = _backtest(cfg, bars, out)
+    fr, ev = _backtest(cfg, bars, out, synthetic)
     with Ledger.open(trader.paths.ledger, create=False) as ledger:
         acct = ledger.account()
         assert acct.origin == source.index[0] and acct.first_bar == source.index[T0]
@@ -95,6 +101,7 @@ def _compare(trader: PaperTrader, cfg, source: pd.DataFrame, n: int, out: Path, 
     pd.testing.assert_frame_equal(got.iloc[: len(want)].reset_index(drop=True), want)
     # ... plus, when the newest bar starts a fold, its training (the backtest has no target for that row yet)
     assert (got.iloc[len(want):]["test_start"] == T0 + n - 1).all() and len(got) - len(want) <= 1
+    return fr, ev
 
 
 def test_replay_equals_backtest(emu, source, tmp_path):
@@ -127,6 +134,51 @@ def test_replay_equals_backtest_with_a_keras_model(emu, source, tmp_path):
     # the backtest of the same config trades the same one model (paper.model); persistence is not traded
     bt = cfg.model_copy(update={"models": {"lstm": cfg.models["lstm"]}})
     _compare(trader, bt, source, n, tmp_path / "runs", forecast_rtol=1e-4)
+
+
+def test_replay_of_a_repaired_gap_equals_backtest_and_never_trades_the_synthetic_bar(emu, source, tmp_path):
+    """The exchange skips one daily bar; ``data.repair = "ffill"`` inserts it (close = previous close).
+
+    On the inserted bar (2020-03-11, T0 + 10, also a retraining bar) the linear model's raw signal
+    differs from the bar before, so without the mask ``linear/long_flat`` (and ``ens``) would trade at
+    the open after the fake bar. The ledger must equal ``walkforward run`` on the same repaired bars
+    (which holds every signal on a synthetic bar, ``strategies.signals.hold_on_synthetic``): no fill
+    at that open, every portfolio keeps its previous bar's signal.
+    """
+    gap = T0 + 10  # 2020-03-11, missing on the exchange
+    emu.set_frame(source.drop(index=source.index[gap]))
+    cfg = make_config(emu.url, tmp_path, step=10, data={"repair": "ffill", "max_repair_fraction": 0.05})
+    n = 12  # bars T0 .. T0 + 11 (the open after the fake bar is the newest one); folds at T0 and T0 + 10
+    trader = PaperTrader(cfg, fetch_sleep=no_sleep)
+    processed = []
+    for k in range(n):
+        emu.now = bar_close(source, T0 + k)
+        processed += trader.cycle(emu.now).processed
+    # at the close of the missing bar nothing is new; the next cycle processes the inserted bar and the real one
+    assert processed == list(source.index[T0: T0 + n])
+
+    # the same repair, by the same validation, of the bars the exchange served
+    repaired, report = validate(source.drop(index=source.index[gap]).iloc[: T0 + n - 1], "1d", source="emulator",
+                                repair="ffill", max_repair_fraction=0.05)
+    assert repaired.index.equals(source.index[: T0 + n])
+    assert report.synthetic is not None and list(repaired.index[report.synthetic.to_numpy()]) == [source.index[gap]]
+    fr, ev = _compare(trader, cfg, repaired, n, tmp_path / "runs", forecast_rtol=1e-5, synthetic=report.synthetic)
+
+    after = source.index[gap + 1]  # the open where an order decided on the fake bar would fill
+    with Ledger.open(trader.paths.ledger, create=False) as ledger:
+        fills = ledger.frame("fills")
+        sig = ledger.frame("signals").pivot(index="bar_time", columns="portfolio", values="long").astype(bool)
+    assert fills["bar_time"].map(ts).ne(after).all()
+    sig.index = pd.DatetimeIndex([ts(t) for t in sig.index])
+    pd.testing.assert_series_equal(sig.loc[source.index[gap]], sig.loc[source.index[gap - 1]], check_names=False)
+
+    # the case is not vacuous: the same forecasts without the mask trade linear/long_flat at that open
+    label = "linear/long_flat"
+    naive = evaluate(cfg, fr.predictions, repaired, "1d")
+    orders = naive.simulation.portfolio.orders.records_readable
+    assert label in set(orders.loc[pd.to_datetime(orders["Timestamp"], utc=True) == after, "Column"])
+    assert naive.signals.loc[source.index[gap], label] != naive.signals.loc[source.index[gap - 1], label]
+    assert ev.signals.loc[source.index[gap], label] == ev.signals.loc[source.index[gap - 1], label]
 
 
 @pytest.mark.parametrize("fees,slippage", [(0.001, 0.0005), (0.0, 0.0), (0.0075, 0.002)])
