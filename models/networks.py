@@ -73,10 +73,11 @@ class KerasForecaster(Forecaster):
 
     def grouped_unsupported(self) -> str | None:
         """Why this configuration cannot train on the grouped path (``None``: it can)."""
-        if float(self.p("recurrent_dropout")) > 0:
+        names = type(self.hparams).model_fields  # the type's own keys (a cnn has no recurrent ones)
+        if "recurrent_dropout" in names and float(self.p("recurrent_dropout")) > 0:
             return "recurrent_dropout > 0"
         for prefix in ("kernel", "bias", "recurrent", "activity"):
-            if float(self.p(f"{prefix}_l1")) or float(self.p(f"{prefix}_l2")):
+            if f"{prefix}_l1" in names and (float(self.p(f"{prefix}_l1")) or float(self.p(f"{prefix}_l2"))):
                 return f"{prefix}_l1/{prefix}_l2 regularisation"
         return None
 
