@@ -485,7 +485,8 @@ def _groups(tasks: list[FoldTask], size: int, at_least: int = 1) -> list[list[Fo
     gets one), sorted by training rows so that models in a group have similar numbers of batches per
     epoch (they share the epoch clock; see models/grouped.py)."""
     ordered = sorted(tasks, key=lambda t: (t.fold.n_train, t.fold.k, t.seed, t.model_name))
-    n = min(max(-(-len(ordered) // size), at_least), len(ordered))
+    n = max(-(-len(ordered) // size), at_least)
+    n = min(-(-n // at_least) * at_least, len(ordered))  # a multiple of the workers, so they end together
     per = -(-len(ordered) // n)  # balanced chunks: 20 tasks with size 16 -> 10 + 10, not 16 + 4
     return [ordered[i:i + per] for i in range(0, len(ordered), per)]
 
@@ -498,18 +499,18 @@ def _run_units(units: list[tuple[str, list[FoldTask]]], threads: int | None = No
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     cache: dict = {}
-    results: list[FoldResult] = []
-    for kind, tasks in units:
+    results: list[tuple[str, FoldResult]] = []  # (fold folder, result): the folder is unique, the key is not
+    for kind, tasks in units:                   # (a universe run has one (model, seed, k) per symbol)
         if kind == "chain":
-            results += [run_fold(t, cache) for t in tasks]
+            results += [(str(t.out_dir), run_fold(t, cache)) for t in tasks]
             continue
         missing = [not is_complete(t) for t in tasks]  # a resumed group: its finished folds are not rewritten
         outs = train_group([prepare_fold(t) for t in tasks], cache)
-        results += [write_fold(o, t.out_dir) for o, t, m in zip(outs, tasks, missing, strict=True) if m]
+        results += [(str(t.out_dir), write_fold(o, t.out_dir)) for o, t, m in zip(outs, tasks, missing, strict=True) if m]
     return results
 
 
-def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[FoldResult], list[tuple[str, list[FoldTask]]]]:
+def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[tuple[str, FoldResult]], list[tuple[str, list[FoldTask]]]]:
     """Completed folds (read back: resume) and the work left, as groups of cold-start network folds and
     chains of everything else.
 
@@ -518,7 +519,7 @@ def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[FoldResult], 
     of its folds is missing, and only the missing ones are written. So a resumed run trains each model in
     the same company as an uninterrupted one and gives the same floats (batched kernels round by shape).
     """
-    done: list[FoldResult] = []
+    done: list[tuple[str, FoldResult]] = []  # (fold folder, result read back)
     buckets: dict[tuple, list[FoldTask]] = {}
     units: list[tuple[str, list[FoldTask]]] = []
     for chain in plan.chains:
@@ -528,7 +529,7 @@ def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[FoldResult], 
             if key is not None:
                 buckets.setdefault(key, []).append(t)
             elif is_complete(t):
-                done.append(_read_fold(t, (t.model_name, t.seed, t.fold.k)))
+                done.append((str(t.out_dir), _read_fold(t, (t.model_name, t.seed, t.fold.k))))
             else:
                 rest.append(t)
         if rest:
@@ -536,14 +537,21 @@ def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[FoldResult], 
     for tasks in buckets.values():
         for g in _groups(tasks, wf.group_size, wf.workers):
             finished = [t for t in g if is_complete(t)]
-            done += [_read_fold(t, (t.model_name, t.seed, t.fold.k)) for t in finished]
+            done += [(str(t.out_dir), _read_fold(t, (t.model_name, t.seed, t.fold.k))) for t in finished]
             if len(finished) < len(g):
                 units.append(("group", g))
     return done, units
 
 
 def _unit_cost(unit: tuple[str, list[FoldTask]]) -> float:
-    return float(sum(t.fold.n_train * (1 if unit[0] == "group" else 4) for t in unit[1]))
+    """Relative CPU cost of a work unit, for balancing workers: training rows of network folds (a fold
+    trained alone costs about 4x its share of a group); baselines fit in closed form and cost next to nothing."""
+    from models import BASELINE_TYPES
+
+    def rows(t: FoldTask) -> float:
+        return 0.001 * t.fold.n_train if t.model_cfg.type in BASELINE_TYPES else float(t.fold.n_train)
+
+    return float(sum(rows(t) * (1 if unit[0] == "group" else 4) for t in unit[1]))
 
 
 def execute_grouped(plan: Plan, wf: WalkForwardConfig,
@@ -551,14 +559,14 @@ def execute_grouped(plan: Plan, wf: WalkForwardConfig,
     """The grouped executor: resume, groups and chains, sequentially or over ``workers`` processes (each with
     one TensorFlow thread, its share of the units balanced by rows); results in plan order."""
     done, units = grouped_units(plan, wf)
-    got: dict[tuple, FoldResult] = {r.task_key: r for r in done}
-    for r in done:
+    got: dict[str, FoldResult] = dict(done)  # by fold folder
+    for _, r in done:
         if on_result:
             on_result(r)
     if wf.executor == "sequential" or wf.workers == 1 or len(units) <= 1:
         for unit in units:
-            for r in _run_units([unit]):
-                got[r.task_key] = r
+            for d, r in _run_units([unit]):
+                got[d] = r
                 if on_result:
                     on_result(r)
     else:
@@ -572,8 +580,8 @@ def execute_grouped(plan: Plan, wf: WalkForwardConfig,
             load[i] += _unit_cost(unit)
         with ProcessPoolExecutor(max_workers=len(shards), mp_context=mp.get_context("spawn")) as pool:
             for shard_results in pool.map(_run_units, shards, [1] * len(shards)):
-                for r in shard_results:
-                    got[r.task_key] = r
+                for d, r in shard_results:
+                    got[d] = r
                     if on_result:
                         on_result(r)
-    return [got[(t.model_name, t.seed, t.fold.k)] for chain in plan.chains for t in chain]
+    return [got[str(t.out_dir)] for chain in plan.chains for t in chain]
