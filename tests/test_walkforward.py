@@ -194,14 +194,14 @@ def test_predictions_contract(btc: pd.DataFrame, tmp_path) -> None:
 
 # --- the grouped path ----------------------------------------------------------------------------------
 def test_grouped_resume_trains_only_missing_folds_and_saved_models_reload(btc: pd.DataFrame, tmp_path, monkeypatch) -> None:
-    """Grouped training (the default without warm start): a run killed after its first network fold is written
+    """Grouped training: a run killed after its first network fold is written
     resumes to the uninterrupted predictions (byte for byte, dropout included), writing only the missing
     folds; a fold's saved single Keras model reproduces its forecasts."""
     from models.base import Forecaster
 
     bars = btc.iloc[:330]  # 4 folds: [200, 240) .. [320, 328)
     cfg = tiny_cfg({"lstm": {"type": "lstm", **TINY_NET, "dropout": 0.1}, "lin": {"type": "linear"}},
-                   walkforward={"group_size": 2})
+                   walkforward={"training": "grouped", "group_size": 2})
     trained: list[int] = []
     real_train, real_write = wfmod.train_group, wfmod.write_fold
 
