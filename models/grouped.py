@@ -221,21 +221,30 @@ def _make_classes() -> tuple[type, type]:
     class GroupNet(keras.Model):
         """``n_models`` networks of one architecture: ``(G, B, T, F) -> (G, B, horizon)``.
 
-        Non-trainable state set by the trainer before each step: ``seeds`` ``(G, 2)`` int32 (model seed,
-        model's own step) for dropout, ``loss_sums`` ``(G,)``: per-model sum of batch MSE x batch rows.
+        Non-trainable state, set by the trainer once per round (not per step: a variable assign from
+        Python costs about as much as 5% of a step): ``model_seeds`` ``(G,)`` int32 and ``steps`` ``(G,)``,
+        each model's own optimizer steps so far. Inside the compiled step, :meth:`compute_loss` sets
+        ``active`` ``(G,)`` (1 where the model has rows in this batch), adds it to ``steps`` (so Adam's bias
+        correction sees the model's own count) and adds to ``loss_sums`` ``(G,)`` (per-model sum of batch
+        MSE x batch rows); dropout is seeded by (model seed, the model's step).
         """
 
         def __init__(self, specs: list[LayerSpec], n_models: int, **kw: Any) -> None:
             super().__init__(**kw)
             self.n_models = n_models
             self.glayers = [layer_classes[s.kind](n_models, s, i, name=f"g{i}_{s.kind}") for i, s in enumerate(specs)]
-            self.seeds = keras.Variable(np.zeros((n_models, 2), "int32"), trainable=False, dtype="int32", name="seeds")
+            self.model_seeds = keras.Variable(np.zeros(n_models, "int32"), trainable=False, dtype="int32", name="model_seeds")
+            self.steps = keras.Variable(np.zeros(n_models, "float32"), trainable=False, name="model_steps")
+            self.active = keras.Variable(np.zeros(n_models, "float32"), trainable=False, name="active")
             self.loss_sums = keras.Variable(np.zeros(n_models, "float32"), trainable=False, name="loss_sums")
 
         def call(self, x: Any, training: bool = False) -> Any:
+            seeds = None
+            if training:  # this step's number of each model (its count before the step, plus one)
+                seeds = ops.stack([self.model_seeds.value, ops.cast(self.steps.value, "int32") + 1], axis=1)
             for layer in self.glayers:
                 if layer.spec.kind == "dropout":
-                    x = layer(x, training=training, seeds=self.seeds.value)
+                    x = layer(x, training=training, seeds=seeds)
                 else:
                     x = layer(x)
             return x
@@ -247,36 +256,40 @@ def _make_classes() -> tuple[type, type]:
             rows = ops.sum(sample_weight, axis=1)
             per_model = ops.sum(se * sample_weight, axis=1) / ops.maximum(rows, 1.0)
             if training:
+                active = ops.cast(rows > 0, "float32")
+                self.active.assign(active)
+                self.steps.assign(self.steps + active)
                 self.loss_sums.assign(self.loss_sums + per_model * rows)
             return ops.sum(per_model)
 
     class MaskedOptimizer(keras.optimizers.Optimizer):
         """Adam, RMSprop or SGD (Keras' formulas and defaults) over stacked weights with a per-model
         ``active`` mask (an inactive model's weights and slots do not move) and per-model step counts
-        ``steps`` (Adam's bias correction uses the model's own step, not the group's)."""
+        ``steps`` (Adam's bias correction uses the model's own step, not the group's); both are the
+        GroupNet's variables, updated in its compiled step before the optimizer runs."""
 
-        def __init__(self, kind: str, learning_rate: float, n_models: int, **kw: Any) -> None:
+        def __init__(self, kind: str, learning_rate: float, n_models: int, net: Any, **kw: Any) -> None:
             super().__init__(learning_rate=learning_rate, name=f"masked_{kind}", **kw)
             self.kind, self.n_models = kind, n_models
+            self._net = [net]  # a list: the net's variables stay the net's (not tracked as optimizer state)
             self.beta_1, self.beta_2, self.rho, self.eps = 0.9, 0.999, 0.9, 1e-7
 
         def build(self, var_list: list[Any]) -> None:
             if self.built:
                 return
             super().build(var_list)
-            self.active = self.add_variable((self.n_models,), initializer="zeros", name="active")
-            self.steps = self.add_variable((self.n_models,), initializer="zeros", name="model_steps")
             self.m = [self.add_variable_from_reference(v, "m") for v in var_list] if self.kind == "adam" else []
             self.v = [self.add_variable_from_reference(v, "v") for v in var_list] if self.kind in ("adam", "rmsprop") else []
 
         def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
             shape = (self.n_models,) + (1,) * (len(variable.shape) - 1)
-            a = ops.reshape(self.active, shape) > 0
+            net = self._net[0]
+            a = ops.reshape(net.active, shape) > 0
             lr = ops.cast(learning_rate, variable.dtype)
             g = ops.cast(gradient, variable.dtype)
             i = self._get_variable_index(variable)
             if self.kind == "adam":
-                t = ops.reshape(ops.maximum(self.steps, 1.0), shape)
+                t = ops.reshape(ops.maximum(net.steps, 1.0), shape)
                 m, v = self.m[i], self.v[i]
                 m_new = m + (g - m) * (1 - self.beta_1)
                 v_new = v + (ops.square(g) - v) * (1 - self.beta_2)
@@ -459,7 +472,7 @@ def _trainer(specs: list[LayerSpec], G: int, T: int, F: int, st: TrainSettings, 
     GroupNet, MaskedOptimizer = _make_classes()
     net = GroupNet(specs, G)
     net(np.zeros((G, 1, T, F), "float32"))
-    opt = MaskedOptimizer(st.optimizer, st.learning_rate, G)
+    opt = MaskedOptimizer(st.optimizer, st.learning_rate, G, net)
     net.compile(optimizer=opt, jit_compile=False)  # XLA was measured slower for this step on CPU (issue 9)
     opt.build(net.trainable_variables)
     if cache is not None:
@@ -486,7 +499,8 @@ def _train_rounds(states: list[_MemberState], specs: list[LayerSpec], st: TrainS
     for g, s in enumerate(states):
         Xp[g, :s.n], yp[g, :s.n] = s.m.X, s.m.y
     has_val = [s.m.X_val is not None and len(s.m.X_val) > 0 for s in states]
-    seeds0 = np.array([s.m.seed % (2**31 - 1) for s in states], "int32")
+    net.model_seeds.assign(np.array([s.m.seed % (2**31 - 1) for s in states], "int32"))
+    net.steps.assign(np.array([s.step for s in states], "float32"))
     gi = np.arange(G)[:, None]
     while True:
         live = [g for g, s in enumerate(states) if not s.done]
@@ -510,10 +524,6 @@ def _train_rounds(states: list[_MemberState], specs: list[LayerSpec], st: TrainS
                     w[g, :len(rows)] = 1.0
                     active[g] = 1.0
                     states[g].step += 1
-            steps = np.array([s.step for s in states], "float32")
-            opt.active.assign(active)
-            opt.steps.assign(steps)
-            net.seeds.assign(np.stack([seeds0, steps.astype("int32")], axis=1))
             net.train_on_batch(Xp[gi, idx], yp[gi, idx], sample_weight=w)
             stats.steps += 1
             stats.active_model_steps += int(active.sum())
