@@ -150,8 +150,8 @@ class WalkForwardConfig(_Section):
     max_folds: int | None = Field(None, ge=1, description="stop after this many folds (quick looks; the plan is otherwise unchanged)")
     training: Literal["auto", "grouped", "per_fold"] = Field(
         "auto", description="grouped: cold-start trainings of one architecture (folds, seeds) trained together as one "
-        "vectorised computation; per_fold: one Keras fit per fold; auto = per_fold (the grouped path is slower than "
-        "per-fold training on CPU as measured so far; see README 'Grouped training')")
+        "vectorised computation; per_fold: one Keras fit per fold; auto = grouped for cold starts, per_fold with "
+        "warm_start (a chain); see README 'Grouped training'")
     group_size: int = Field(16, ge=1, le=4096, description="most models in one grouped computation (the memory knob)")
 
     @model_validator(mode="after")
@@ -166,7 +166,7 @@ class WalkForwardConfig(_Section):
     @property
     def grouped(self) -> bool:
         """Whether cold-start network folds take the grouped path (``training``, resolved)."""
-        return self.training == "grouped"  # "auto" = per_fold until the grouped path is faster (README)
+        return self.training == "grouped" or (self.training == "auto" and not self.warm_start)
 
 
 #: ``[models.NAME]``: one forecaster, validated by the schema of its ``type`` (:mod:`models.params`:

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -491,14 +491,28 @@ def _groups(tasks: list[FoldTask], size: int, at_least: int = 1) -> list[list[Fo
     return [ordered[i:i + per] for i in range(0, len(ordered), per)]
 
 
-def _run_units(units: list[tuple[str, list[FoldTask]]], threads: int | None = None) -> list[FoldResult]:
-    """Run work units in this process: ("group", tasks) trained together, ("chain", tasks) one by one."""
-    if threads is not None:
-        import tensorflow as tf
+#: Compiled group trainers of a worker process, kept across the units it is given (a speed-up only: each
+#: trainer is reset to its members' initial weights and zeroed optimizer slots before use, so results do
+#: not depend on it). Only :func:`_worker_init` processes use it; the driver passes its own dict.
+_WORKER_CACHE: dict = {}
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    cache: dict = {}
+
+def _worker_init(threads: int) -> None:
+    """A grouped-executor worker: ``threads`` TensorFlow threads (set before TensorFlow starts)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _run_worker_unit(unit: tuple[str, list[FoldTask]]) -> list[tuple[str, FoldResult]]:
+    return _run_units([unit], _WORKER_CACHE)
+
+
+def _run_units(units: list[tuple[str, list[FoldTask]]], cache: dict | None = None) -> list[tuple[str, FoldResult]]:
+    """Run work units in this process: ("group", tasks) trained together, ("chain", tasks) one by one;
+    returns (fold folder, result) pairs."""
+    cache = {} if cache is None else cache
     results: list[tuple[str, FoldResult]] = []  # (fold folder, result): the folder is unique, the key is not
     for kind, tasks in units:                   # (a universe run has one (model, seed, k) per symbol)
         if kind == "chain":
@@ -544,14 +558,27 @@ def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[tuple[str, Fo
 
 
 def _unit_cost(unit: tuple[str, list[FoldTask]]) -> float:
-    """Relative CPU cost of a work unit, for balancing workers: training rows of network folds (a fold
-    trained alone costs about 4x its share of a group); baselines fit in closed form and cost next to nothing."""
-    from models import BASELINE_TYPES
+    """Relative CPU cost of a work unit, for ordering the work (longest first): training rows x epochs x a
+    per-row weight of the network (its recurrent loops, which dominate small networks' steps, plus its
+    forward MFLOP per row); a fold trained alone costs about 4x its share of a group; baselines fit in
+    closed form and cost next to nothing. A heuristic for scheduling only: results never depend on it."""
+    from models import BASELINE_TYPES, make_forecaster
+    from models.grouped import step_flops
 
-    def rows(t: FoldTask) -> float:
-        return 0.001 * t.fold.n_train if t.model_cfg.type in BASELINE_TYPES else float(t.fold.n_train)
+    weights: dict[str, float] = {}
 
-    return float(sum(rows(t) * (1 if unit[0] == "group" else 4) for t in unit[1]))
+    def weight(t: FoldTask) -> float:
+        if t.model_cfg.type in BASELINE_TYPES:
+            return 0.001
+        if t.model_name not in weights:
+            fc = make_forecaster(t.model_cfg.type, **model_params(t.model_cfg, t.features, 0))
+            specs = fc.full_architecture(t.features.horizon)
+            loops = sum((2 if s.kind == "bilstm" else 1) for s in specs if s.kind in ("lstm", "gru", "bilstm"))
+            n_in = len(t.features.inputs)
+            weights[t.model_name] = (loops + step_flops(specs, t.features.lookback, n_in) / 3e6) * int(fc.p("epochs"))
+        return weights[t.model_name]
+
+    return float(sum(t.fold.n_train * weight(t) * (1 if unit[0] == "group" else 4) for t in unit[1]))
 
 
 def execute_grouped(plan: Plan, wf: WalkForwardConfig,
@@ -564,23 +591,22 @@ def execute_grouped(plan: Plan, wf: WalkForwardConfig,
         if on_result:
             on_result(r)
     if wf.executor == "sequential" or wf.workers == 1 or len(units) <= 1:
+        cache: dict = {}
         for unit in units:
-            for d, r in _run_units([unit]):
+            for d, r in _run_units([unit], cache):
                 got[d] = r
                 if on_result:
                     on_result(r)
     else:
         import multiprocessing as mp
 
-        shards: list[list[tuple[str, list[FoldTask]]]] = [[] for _ in range(min(wf.workers, len(units)))]
-        load = [0.0] * len(shards)
-        for unit in sorted(units, key=_unit_cost, reverse=True):
-            i = int(np.argmin(load))
-            shards[i].append(unit)
-            load[i] += _unit_cost(unit)
-        with ProcessPoolExecutor(max_workers=len(shards), mp_context=mp.get_context("spawn")) as pool:
-            for shard_results in pool.map(_run_units, shards, [1] * len(shards)):
-                for d, r in shard_results:
+        # Longest first, each unit to the next free worker (one TensorFlow thread each): a worker that
+        # finishes early takes more work instead of idling while the other trains the costly networks.
+        with ProcessPoolExecutor(max_workers=min(wf.workers, len(units)), mp_context=mp.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(1,)) as pool:
+            futures = [pool.submit(_run_worker_unit, u) for u in sorted(units, key=_unit_cost, reverse=True)]
+            for fut in as_completed(futures):
+                for d, r in fut.result():
                     got[d] = r
                     if on_result:
                         on_result(r)

@@ -31,7 +31,6 @@ model's slice of the group weights loads into the single model unchanged.
 from __future__ import annotations
 
 import functools
-import os
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,20 +105,19 @@ def _make_layers() -> dict[str, type]:
         b = layer._w(f"{prefix}bias", (2, gates * units) if gru else (gates * units,), "zeros" if gru else "lstm_bias")
         return [k, r, b]
 
-    def _scan(cell: Any, x: Any, carry: tuple, backwards: bool, seqs: bool) -> Any:
+    def _scan(cell: Any, x: Any, carry: tuple, seqs: bool) -> Any:
         """Run ``cell(carry, x_t) -> (carry, h_t)`` over the time axis of ``x`` ``(G, B, T, F)`` with
         ``keras.ops.scan`` (a loop, not T unrolled copies: the traced graph and its memory stay small, and a
-        new group shape traces in a fraction of the time). ``backwards``: from the last bar to the first, the
-        outputs still in time order (as ``keras.layers.Bidirectional`` returns them). Returns the last
+        new group shape traces in a fraction of the time). Returns the last
         ``h`` ``(G, B, u)`` or, with ``seqs``, every ``h`` ``(G, B, T, u)``; ``cell``'s outputs are its carry
         (``h`` first)."""
         xt = ops.transpose(x, (2, 0, 1, 3))  # time-major (T, G, B, F)
-        last, hs = ops.scan(cell, carry, xt, reverse=backwards, unroll=_UNROLL)
+        last, hs = ops.scan(cell, carry, xt, unroll=_UNROLL)
         if not seqs:
             return last[0]
         return ops.transpose(hs[0], (1, 2, 0, 3))
 
-    def _lstm(x: Any, kernel: Any, rec: Any, bias: Any, units: int, act: Any, backwards: bool, seqs: bool) -> Any:
+    def _lstm(x: Any, kernel: Any, rec: Any, bias: Any, units: int, act: Any, seqs: bool) -> Any:
         h0 = ops.zeros((ops.shape(x)[0], ops.shape(x)[1], units), dtype=x.dtype)
         b = bias[:, None, :]
 
@@ -131,7 +129,7 @@ def _make_layers() -> dict[str, type]:
             h = ops.sigmoid(zo) * act(c)
             return (h, c), (h, c)  # Keras' TensorFlow scan wants ys shaped like the carry
 
-        return _scan(cell, x, (h0, h0), backwards, seqs)
+        return _scan(cell, x, (h0, h0), seqs)
 
     class GroupLSTM(GroupLayer):
         def build(self, input_shape: tuple) -> None:
@@ -142,8 +140,18 @@ def _make_layers() -> dict[str, type]:
 
         def call(self, x: Any) -> Any:
             s = self.spec
-            outs = [_lstm(x, *w, s.units, self.act, backwards=i == 1, seqs=s.return_sequences) for i, w in enumerate(self.ws)]
-            return outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=-1)
+            if len(self.ws) == 1:
+                return _lstm(x, *self.ws[0], s.units, self.act, seqs=s.return_sequences)
+            # Bidirectional: both directions in one scan, as 2G models (the backward one reads the bars
+            # reversed), so the loop runs once per layer, not twice.
+            (kf, rf, bf), (kb, rb, bb) = self.ws
+            both = _lstm(ops.concatenate([x, ops.flip(x, axis=2)], axis=0), ops.concatenate([kf, kb], axis=0),
+                         ops.concatenate([rf, rb], axis=0), ops.concatenate([bf, bb], axis=0), s.units, self.act,
+                         seqs=s.return_sequences)
+            fwd, bwd = ops.split(both, 2, axis=0)
+            if s.return_sequences:
+                bwd = ops.flip(bwd, axis=2)  # back in time order, as keras.layers.Bidirectional returns them
+            return ops.concatenate([fwd, bwd], axis=-1)
 
     class GroupGRU(GroupLayer):
         def build(self, input_shape: tuple) -> None:
@@ -164,7 +172,7 @@ def _make_layers() -> dict[str, type]:
                 h = z * h + (1 - z) * self.act(xh + r * rh)
                 return (h,), (h,)
 
-            return _scan(cell, x, (h0,), False, self.spec.return_sequences)
+            return _scan(cell, x, (h0,), self.spec.return_sequences)
 
     class GroupConv1D(GroupLayer):
         """Conv1D with 'same' padding (TensorFlow's convention: the extra pad bar goes right) and strides,
@@ -513,7 +521,7 @@ def _train_rounds(states: list[_MemberState], specs: list[LayerSpec], st: TrainS
         live = [g for g, s in enumerate(states) if not s.done]
         if not live:
             break
-        if G > 1 and len(live) <= G // 2 and not os.environ.get("NOCOMPACT"):
+        if G > 1 and len(live) <= G // 2:
             _snapshot(net, opt, states)
             stats.compactions += 1
             return True
