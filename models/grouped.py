@@ -176,7 +176,7 @@ def _make_layers() -> dict[str, type]:
 
     class GroupConv1D(GroupLayer):
         """Conv1D with 'same' padding (TensorFlow's convention: the extra pad bar goes right) and strides,
-        as im2col by slicing plus one batched matmul."""
+        as im2col by one gather plus one batched matmul."""
 
         def build(self, input_shape: tuple) -> None:
             s = self.spec
@@ -190,9 +190,11 @@ def _make_layers() -> dict[str, type]:
             out_len = -(-t // s.strides)
             pad = max((out_len - 1) * s.strides + s.kernel_size - t, 0)
             xp = ops.pad(x, [[0, 0], [0, 0], [pad // 2, pad - pad // 2], [0, 0]])
-            span = (out_len - 1) * s.strides + 1
-            cols = ops.stack([xp[:, :, j:j + span:s.strides, :] for j in range(s.kernel_size)], axis=3)  # (G,B,L,k,C)
             k, c = s.kernel_size, int(x.shape[-1])
+            # im2col as one gather of bars (window j of output step l reads bar l*strides + j): its gradient
+            # is a segment sum, about 5x faster here than that of k strided slices (the old formulation)
+            idx = (np.arange(out_len)[:, None] * s.strides + np.arange(k)[None, :]).reshape(-1)
+            cols = ops.take(xp, idx, axis=2)  # (G, B, L*k, C), row-major as (G, B, L, k, C)
             y = _project(ops.reshape(cols, (ops.shape(x)[0], ops.shape(x)[1], out_len, k * c)),
                          ops.reshape(self.kernel, (self.n_models, k * c, s.units))) + self.bias[:, None, None, :]
             return self.act(y)
