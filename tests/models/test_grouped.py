@@ -107,3 +107,42 @@ def test_early_stopping_per_model_matches_keras_rule() -> None:
         assert len(fit.history) == len(loss_ref)
         for a, b in zip(fit.weights, w_ref):
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_dropout_model_trains_the_same_alone_as_in_a_group() -> None:
+    """A model's dropout masks come from its own seed and step count only: trained in a group of three, it
+    ends where it ends trained alone (company, and its slot in the group, do not change its masks)."""
+    fc = make_forecaster("stacked_lstm", units=4, seed=0, horizon=1, dropout=0.3)
+    specs = fc.full_architecture(1)
+    assert any(s.kind == "dropout" for s in specs)
+    members = []
+    for g, n in enumerate((30, 41, 25)):
+        X, y = data(n, g)
+        members.append(Member(X, y, seed=10 + g))
+    st = TrainSettings(epochs=2, batch_size=8, patience=0, learning_rate=1e-2)
+    group = fit_group(specs, members, st)
+    alone = fit_group(specs, members[2:3], st)
+    for a, b in zip(alone[0].weights, group[2].weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    other_seed = fit_group(specs, [Member(members[2].X, members[2].y, seed=99, weights=initial_weights(specs, 3, 2, 12))], st)
+    assert not np.allclose(other_seed[0].weights[0], alone[0].weights[0])  # the seed does drive the masks
+
+
+def test_dropout_keep_mask_rate_and_scaling() -> None:
+    """Inverted dropout: about (1 - rate) of the values kept, each scaled by 1 / (1 - rate); the masks of
+    two models (two seeds), and of two steps of one model, differ."""
+    import keras
+
+    from models.grouped import LayerSpec, _make_layers
+
+    layer = _make_layers()["dropout"](2, LayerSpec("dropout", rate=0.25), 1)
+    x = np.ones((2, 64, 10, 8), "float32")
+    seeds = np.array([[3, 1], [4, 1]], "int32")
+    y = np.asarray(keras.ops.convert_to_numpy(layer(x, training=True, seeds=seeds)))
+    assert set(np.unique(y)) <= {0.0, np.float32(1 / 0.75)}
+    kept = (y > 0).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(kept, 0.75, atol=0.02)
+    assert (y[0] != y[1]).mean() > 0.2
+    y2 = np.asarray(keras.ops.convert_to_numpy(layer(x, training=True, seeds=np.array([[3, 2], [4, 1]], "int32"))))
+    assert (y2[0] != y[0]).mean() > 0.2 and np.array_equal(y2[1], y[1])
+    np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(layer(x, training=False, seeds=seeds))), x)
