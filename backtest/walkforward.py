@@ -108,6 +108,7 @@ class FoldTask:
     warm_epochs: int | None = None
     deterministic: bool = True
     grouped: bool = False  # train with the grouped trainer (alone: a group of one) when the model allows it
+    group_slots: int = 1  # models training at once in a grouped unit of this model (see group_cap)
 
 
 @dataclass
@@ -375,6 +376,7 @@ def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[Fol
     plan = Plan()
     wf = cfg.walkforward
     for name, mcfg in cfg.models.items():
+        slots = group_cap(mcfg, cfg.features, wf)
         for seed in cfg.run.seeds:
             chain: list[FoldTask] = []
             for f in folds:
@@ -384,7 +386,7 @@ def build_plan(cfg: Config, bars: pd.DataFrame, run_dir: Path) -> tuple[list[Fol
                     bars=bars.iloc[: f.test_stop], out_dir=fold_dir(run_dir, name, f.k, seed),
                     warm_from=fold_dir(run_dir, name, f.k - 1, seed) if warm else None,
                     warm_epochs=(wf.warm_start_epochs or max(1, mcfg.epochs // 3)) if warm else None,
-                    deterministic=cfg.run.deterministic, grouped=wf.grouped,
+                    deterministic=cfg.run.deterministic, grouped=wf.grouped, group_slots=slots,
                 ))
             plan.chains.append(chain)  # one chain per (model, seed): folds in order, parallel across chains
     return folds, plan
@@ -468,7 +470,7 @@ def train_group(prepared: list[PreparedFold], cache: dict | None = None) -> list
     members = [Member(f32(p.X_fit), f32(p.y_fit).reshape(len(p.y_fit), -1), f32(p.X_val),
                       None if p.y_val is None else f32(p.y_val).reshape(len(p.y_val), -1), seed=p.model.seed)
                for p in prepared]
-    fits = fit_group(specs, members, settings, cache=cache)
+    fits = fit_group(specs, members, settings, cache=cache, slots=prepared[0].task.group_slots)
     templates: dict = {}
     outs = []
     for p, fit in zip(prepared, fits, strict=True):
@@ -480,15 +482,22 @@ def train_group(prepared: list[PreparedFold], cache: dict | None = None) -> list
     return outs
 
 
+#: A grouped unit (one work item) holds up to this many times its slots of folds: the slots are refilled
+#: from the rest as models finish (one compiled shape, no idle slots while folds wait); a bound on the
+#: prepared data one unit holds and on what a resume retrains.
+_QUEUE_SLOTS = 8
+
+
 def _groups(tasks: list[FoldTask], size: int, at_least: int = 1) -> list[list[FoldTask]]:
-    """Tasks of one key in chunks of at most ``size`` (and at least ``at_least`` chunks, so that every worker
-    gets one), sorted by training rows so that models in a group have similar numbers of batches per
-    epoch (they share the epoch clock; see models/grouped.py)."""
+    """Tasks of one key in units of at most ``size`` (and at least ``at_least`` units, a multiple of it, so
+    that every worker gets its share), dealt out in turn from the tasks sorted by training rows: each unit
+    holds small and large folds alike (units of about equal cost, so workers end together), and within a
+    unit, in that order, neighbours have similar numbers of batches per epoch (models training at once
+    share the epoch clock; see models/grouped.py)."""
     ordered = sorted(tasks, key=lambda t: (t.fold.n_train, t.fold.k, t.seed, t.model_name))
     n = max(-(-len(ordered) // size), at_least)
-    n = min(-(-n // at_least) * at_least, len(ordered))  # a multiple of the workers, so they end together
-    per = -(-len(ordered) // n)  # balanced chunks: 20 tasks with size 16 -> 10 + 10, not 16 + 4
-    return [ordered[i:i + per] for i in range(0, len(ordered), per)]
+    n = min(-(-n // at_least) * at_least, len(ordered))
+    return [ordered[j::n] for j in range(n)]
 
 
 #: Compiled group trainers of a worker process, kept across the units it is given (a speed-up only: each
@@ -528,7 +537,7 @@ def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[tuple[str, Fo
     """Completed folds (read back: resume) and the work left, as groups of cold-start network folds and
     chains of everything else.
 
-    Groups are a function of the plan and the config alone (``group_size``, at least ``workers`` groups per
+    Groups are a function of the plan and the config alone (:func:`group_cap`, at least ``workers`` groups per
     architecture so every worker gets one), never of what is already done: a group is trained whole if any
     of its folds is missing, and only the missing ones are written. So a resumed run trains each model in
     the same company as an uninterrupted one and gives the same floats (batched kernels round by shape).
@@ -549,12 +558,28 @@ def grouped_units(plan: Plan, wf: WalkForwardConfig) -> tuple[list[tuple[str, Fo
         if rest:
             units.append(("chain", rest))
     for tasks in buckets.values():
-        for g in _groups(tasks, wf.group_size, wf.workers):
+        for g in _groups(tasks, _QUEUE_SLOTS * tasks[0].group_slots, wf.workers):
             finished = [t for t in g if is_complete(t)]
             done += [(str(t.out_dir), _read_fold(t, (t.model_name, t.seed, t.fold.k))) for t in finished]
             if len(finished) < len(g):
                 units.append(("group", g))
     return done, units
+
+
+def group_cap(model_cfg: ModelConfig, features: FeaturesConfig, wf: WalkForwardConfig) -> int:
+    """Models of this architecture training at once on the grouped path (the slots of a unit):
+    ``group_size``, fewer where their estimated step activations (``batch_size`` rows each) would pass
+    ``group_memory_mib`` (:func:`models.grouped.models_per_group`); 1 for models without a grouped form."""
+    from models import get_forecaster_class, make_forecaster
+    from models.grouped import models_per_group
+
+    if not hasattr(get_forecaster_class(model_cfg.type), "full_architecture"):
+        return 1
+    fc = make_forecaster(model_cfg.type, **model_params(model_cfg, features, 0))
+    specs = fc.full_architecture(features.horizon)
+    fit = models_per_group(specs, features.lookback, len(features.inputs), int(fc.p("batch_size")),
+                           wf.group_memory_mib)
+    return min(wf.group_size, fit)
 
 
 def _unit_cost(unit: tuple[str, list[FoldTask]]) -> float:

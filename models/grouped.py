@@ -31,6 +31,7 @@ model's slice of the group weights loads into the single model unchanged.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ class LayerSpec:
 
 
 _UNROLL = 1  # scan steps per loop iteration: 1 measured fastest here (19.6 ms vs 22.4 ms at 5 for 13 LSTM(64) models)
+_CACHE_MAX = 4  # compiled group trainers a cache keeps (least recently used dropped): each holds 35-70 MiB of graphs (not all returned once dropped)
 
 
 def _keras():
@@ -436,26 +438,35 @@ class GroupStats:
 
 
 def fit_group(specs: list[LayerSpec], members: list[Member], settings: TrainSettings,
-              stats: GroupStats | None = None, cache: dict[tuple, Any] | None = None) -> list[Fitted]:
+              stats: GroupStats | None = None, cache: dict[tuple, Any] | None = None,
+              slots: int | None = None) -> list[Fitted]:
     """Train every member as if alone, all in one compiled computation; returns one :class:`Fitted` each.
 
     Each member: its own rows, epoch-wise permutation from ``numpy.random.default_rng(seed)`` (or the given
     ``orders``), last partial batch masked, Keras' training loss per epoch (batch MSE averaged with batch-row
     weights), validation MSE at each epoch end, ``EarlyStopping`` semantics (``patience``, best weights
-    restored at the end). Shapes: all members share ``(T, F)`` and ``H``. ``cache`` (optional, owned by the
-    caller) keeps compiled group trainers by shape across calls to skip graph tracing; each is reset to
-    the members' initial weights and zeroed optimizer slots first, so results do not depend on it.
+    restored at the end). Shapes: all members share ``(T, F)`` and ``H``.
+
+    ``slots``: how many members train at once (default: all). Members take the slots in the given order; at
+    each epoch end a finished member's slot is refilled with the next waiting one (its own fresh weights,
+    zeroed optimizer slots and step count), so one compiled shape serves the whole queue and no slot idles
+    while members wait. When none wait and half the slots are empty, the rest are compacted into a smaller
+    group. ``cache`` (optional, owned by the caller) keeps compiled group trainers by shape across calls to
+    skip graph tracing; each is reset before use, so results do not depend on it.
     """
     keras = _keras()
     stats = stats if stats is not None else GroupStats()
-    G = len(members)
     T, F = members[0].X.shape[1:]
     B = int(settings.batch_size)
     states = [_MemberState(m, specs, T, F, B) for m in members]
-    pending = list(range(G))  # members still training, in group order
-    while pending:
-        compact = _train_rounds([states[i] for i in pending], specs, settings, stats, keras, cache)
-        pending = [i for i in pending if not states[i].done] if compact else []
+    G = min(len(members), slots or len(members))
+    queue = list(range(G, len(members)))  # members waiting for a slot, in order
+    slot: list[int | None] = list(range(G))  # member index per slot (None: empty)
+    while True:
+        compact = _train_rounds(states, slot, queue, specs, settings, stats, keras, cache)
+        if not compact:
+            break
+        slot = [i for i in slot if i is not None and not states[i].done]
     return [s.result() for s in states]
 
 
@@ -490,10 +501,12 @@ def _trainer(specs: list[LayerSpec], G: int, T: int, F: int, st: TrainSettings, 
     """A compiled (GroupNet, MaskedOptimizer) for G models, from ``cache`` when one of this shape exists."""
     key = (tuple(specs), G, T, F, st.optimizer, st.learning_rate)
     if cache is not None and key in cache:
-        net, opt = cache[key]
-        for var in opt.m + opt.v:
-            var.assign(np.zeros(var.shape, "float32"))
+        net, opt = cache[key] = cache.pop(key)  # most recently used last
         return net, opt
+    if cache is not None:
+        while len(cache) >= _CACHE_MAX:  # bound memory: each compiled trainer holds its traced graphs
+            cache.pop(next(iter(cache)))
+        gc.collect()
     GroupNet, MaskedOptimizer = _make_classes()
     net = GroupNet(specs, G)
     net(np.zeros((G, 1, T, F), "float32"))
@@ -505,59 +518,89 @@ def _trainer(specs: list[LayerSpec], G: int, T: int, F: int, st: TrainSettings, 
     return net, opt
 
 
-def _train_rounds(states: list[_MemberState], specs: list[LayerSpec], st: TrainSettings, stats: GroupStats,
-                  keras: Any, cache: dict | None = None) -> bool:
-    """Train ``states`` as one group until all are done or so many finished that compacting pays
-    (half the group idle); returns True when the caller should compact and continue."""
-    G, B = len(states), int(st.batch_size)
+def _load_slots(net: Any, opt: Any, states: list[_MemberState | None], which: list[int]) -> None:
+    """Put the members of slots ``which`` into the group: their weights, optimizer slots (zero for a fresh
+    start), own step counts and seeds; empty slots get zeros. One read and one assign per variable."""
+    keras = _keras()
+    slot_vars = opt.m + opt.v
+    for j, var in enumerate(net.trainable_variables):
+        a = np.array(keras.ops.convert_to_numpy(var))
+        for g in which:
+            a[g] = states[g].weights[j] if states[g] is not None else 0.0
+        var.assign(a)
+    for j, var in enumerate(slot_vars):
+        a = np.array(keras.ops.convert_to_numpy(var))
+        for g in which:
+            s = states[g]
+            a[g] = s.slots[j] if s is not None and s.slots is not None else 0.0
+        var.assign(a)
+    seeds = np.array(keras.ops.convert_to_numpy(net.model_seeds))
+    steps = np.array(keras.ops.convert_to_numpy(net.steps))
+    for g in which:
+        s = states[g]
+        seeds[g] = s.m.seed % (2**31 - 1) if s is not None else 0
+        steps[g] = s.step if s is not None else 0
+    net.model_seeds.assign(seeds)
+    net.steps.assign(steps)
+
+
+def _train_rounds(states: list[_MemberState], slot: list[int | None], queue: list[int], specs: list[LayerSpec],
+                  st: TrainSettings, stats: GroupStats, keras: Any, cache: dict | None = None) -> bool:
+    """Train the members in ``slot`` (indices into ``states``) as one group, refilling finished members'
+    slots from ``queue`` (consumed) at epoch ends, until all are done or, with the queue empty, so many
+    finished that compacting pays (half the slots empty); returns True when the caller should compact."""
+    G, B = len(slot), int(st.batch_size)
     T, F = states[0].m.X.shape[1:]
     H = states[0].m.y.shape[1]
     net, opt = _trainer(specs, G, T, F, st, cache)
-    _set_group_weights(net, [s.weights for s in states])
-    if states[0].slots is not None:
-        slot_vars = opt.m + opt.v
-        for j, var in enumerate(slot_vars):
-            var.assign(np.stack([s.slots[j] for s in states]))
-    n_max = max(s.n for s in states)
+    n_max = max(states[i].n for i in [*slot, *queue] if i is not None)
     Xp = np.zeros((G, n_max, T, F), "float32")
     yp = np.zeros((G, n_max, H), "float32")
-    for g, s in enumerate(states):
-        Xp[g, :s.n], yp[g, :s.n] = s.m.X, s.m.y
-    has_val = [s.m.X_val is not None and len(s.m.X_val) > 0 for s in states]
-    net.model_seeds.assign(np.array([s.m.seed % (2**31 - 1) for s in states], "int32"))
-    net.steps.assign(np.array([s.step for s in states], "float32"))
+    cur: list[_MemberState | None] = [None] * G  # the member state in each slot
+
+    def seat(g: int, i: int | None) -> None:
+        slot[g] = i
+        cur[g] = states[i] if i is not None else None
+        if i is not None:
+            Xp[g, :states[i].n], yp[g, :states[i].n] = states[i].m.X, states[i].m.y
+
+    for g, i in enumerate(list(slot)):
+        seat(g, i)
+    _load_slots(net, opt, cur, list(range(G)))
     gi = np.arange(G)[:, None]
     while True:
-        live = [g for g, s in enumerate(states) if not s.done]
+        live = [g for g, s in enumerate(cur) if s is not None and not s.done]
         if not live:
-            break
-        if G > 1 and len(live) <= G // 2:
-            _snapshot(net, opt, states)
+            return False
+        if G > 1 and not queue and len(live) <= G // 2:
+            _snapshot(net, opt, cur)
             stats.compactions += 1
             return True
-        orders = {g: states[g].order(states[g].epoch) for g in live}
-        n_steps = max(states[g].nb for g in live)
+        orders = {g: cur[g].order(cur[g].epoch) for g in live}
+        n_steps = max(cur[g].nb for g in live)
         net.loss_sums.assign(np.zeros(G, "float32"))
         for j in range(n_steps):
             idx = np.zeros((G, B), "int64")
             w = np.zeros((G, B), "float32")
-            active = np.zeros(G, "float32")
+            n_active = 0
             for g in live:
                 rows = orders[g][j * B:(j + 1) * B]
                 if len(rows):
                     idx[g, :len(rows)] = rows
                     w[g, :len(rows)] = 1.0
-                    active[g] = 1.0
-                    states[g].step += 1
+                    n_active += 1
+                    cur[g].step += 1
             net.train_on_batch(Xp[gi, idx], yp[gi, idx], sample_weight=w)
             stats.steps += 1
-            stats.active_model_steps += int(active.sum())
-            stats.idle_model_steps += G - int(active.sum())
+            stats.active_model_steps += n_active
+            stats.idle_model_steps += G - n_active
         sums = np.asarray(keras.ops.convert_to_numpy(net.loss_sums))
-        val = _val_losses(net, states, live, B) if any(has_val[g] for g in live) else {}
+        has_val = {g: cur[g].m.X_val is not None and len(cur[g].m.X_val) > 0 for g in live}
+        val = _val_losses(net, cur, live, B) if any(has_val.values()) else {}
         current = None
+        refill: list[int] = []
         for g in live:
-            s = states[g]
+            s = cur[g]
             vl = val.get(g, float("nan"))
             s.history.append({"epoch": s.epoch, "loss": float(sums[g] / s.n), "val_loss": vl})
             s.epoch += 1
@@ -577,16 +620,21 @@ def _train_rounds(states: list[_MemberState], specs: list[LayerSpec], st: TrainS
                 s.weights = [a[g].copy() for a in (current if current is not None else _get_group_weights(net))]
                 if not (has_val[g] and st.patience > 0):
                     s.best_weights = None
-    return False
+                refill.append(g)
+        refill = refill[:len(queue)]  # finished members leave; the next waiting ones start fresh in their slots
+        for g in refill:
+            seat(g, queue.pop(0))
+        if refill:
+            _load_slots(net, opt, cur, refill)
 
 
-def _snapshot(net: Any, opt: Any, states: list[_MemberState]) -> None:
+def _snapshot(net: Any, opt: Any, cur: list[_MemberState | None]) -> None:
     """Copy each unfinished member's weights and optimizer slots out of the group (for compaction)."""
     keras = _keras()
     ws = _get_group_weights(net)
     slots = [np.asarray(keras.ops.convert_to_numpy(v)) for v in opt.m + opt.v]
-    for g, s in enumerate(states):
-        if not s.done:
+    for g, s in enumerate(cur):
+        if s is not None and not s.done:
             s.weights = [a[g].copy() for a in ws]
             s.slots = [a[g].copy() for a in slots]
 
@@ -601,11 +649,11 @@ def _set_group_weights(net: Any, per_model: list[list[np.ndarray]]) -> None:
         var.assign(np.stack([w[j] for w in per_model]).astype("float32"))
 
 
-def _val_losses(net: Any, states: list[_MemberState], live: list[int], B: int) -> dict[int, float]:
+def _val_losses(net: Any, states: list[_MemberState | None], live: list[int], B: int) -> dict[int, float]:
     """Validation MSE (mean over rows and outputs, as Keras' ``val_loss``) of each live member."""
     G = len(states)
-    T, F = states[0].m.X.shape[1:]
-    sizes = [len(s.m.X_val) if s.m.X_val is not None else 0 for s in states]
+    T, F = states[live[0]].m.X.shape[1:]
+    sizes = [len(states[g].m.X_val) if g in live and states[g].m.X_val is not None else 0 for g in range(G)]
     chunk = max(B, 256)
     n_val = max(sizes)
     sq = np.zeros(G)
@@ -620,6 +668,42 @@ def _val_losses(net: Any, states: list[_MemberState], live: list[int], B: int) -
                 yv = states[g].m.y_val[start:start + chunk]
                 sq[g] += float(np.sum(np.mean((pred[g, :len(yv)] - yv) ** 2, axis=-1)))
     return {g: sq[g] / sizes[g] for g in live if sizes[g]}
+
+
+def activation_bytes_per_row(specs: list[LayerSpec], lookback: int, n_inputs: int) -> float:
+    """Estimated bytes that one training row of one model holds during a grouped training step (the
+    tensors the backward pass keeps), for sizing groups: 40 B per time step x unit of a recurrent layer,
+    64 B per time step x unit x direction of a bidirectional one (its reversed copies and concatenations),
+    32 B per output step x filter of a Conv1D plus its im2col columns, 16 B per unit of a dense layer.
+    Calibrated on TensorFlow CPU peak RSS (LSTM(64), lookback 30: about 64 KiB per row measured, 75 KiB
+    estimated); an estimate, not a bound."""
+    T, feat, total = lookback, n_inputs, 0.0
+    for s in specs:
+        if s.kind in ("lstm", "gru", "bilstm"):
+            dirs = 2 if s.kind == "bilstm" else 1
+            total += (64 if dirs == 2 else 40) * T * s.units * dirs
+            feat = s.units * dirs
+            T = T if s.return_sequences else 1
+        elif s.kind == "conv1d":
+            L = -(-T // s.strides)
+            total += 32 * L * s.units + 4 * L * s.kernel_size * feat
+            T, feat = L, s.units
+        elif s.kind == "flatten":
+            feat, T = feat * T, 1
+        elif s.kind == "dense":
+            total += 16 * s.units * T
+            feat = s.units
+        elif s.kind == "dropout":
+            total += 8 * T * feat
+    return total
+
+
+def models_per_group(specs: list[LayerSpec], lookback: int, n_inputs: int, batch_size: int,
+                     memory_mib: float) -> int:
+    """The most models whose estimated step activations (``batch_size`` rows each, see
+    :func:`activation_bytes_per_row`) fit in ``memory_mib`` MiB; at least 1."""
+    per_model = batch_size * activation_bytes_per_row(specs, lookback, n_inputs)
+    return max(1, int(memory_mib * 2**20 // max(per_model, 1.0)))
 
 
 def step_flops(specs: list[LayerSpec], lookback: int, n_inputs: int) -> float:

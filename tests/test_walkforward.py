@@ -228,7 +228,7 @@ def test_grouped_resume_trains_only_missing_folds_and_saved_models_reload(btc: p
     fold0 = wfmod.fold_dir(tmp_path / "b" / "t", "lstm", 0, 0) / "forecasts.csv"
     stamp = fold0.stat().st_mtime_ns
     resumed = run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
-    # groups come from the plan ([0, 1], [2, 3]): the half-written group is trained again, fold 0 not rewritten
+    # groups come from the plan ([0, 2], [1, 3]): a half-written group is trained again, fold 0 not rewritten
     assert resumed.resumed and sorted(trained) == [0, 1, 2, 3] and fold0.stat().st_mtime_ns == stamp
     assert (tmp_path / "a" / "t" / "predictions.csv").read_text() == (tmp_path / "b" / "t" / "predictions.csv").read_text()
     fold = wfmod.fold_dir(tmp_path / "a" / "t", "lstm", 3, 0)
@@ -242,3 +242,24 @@ def test_grouped_resume_trains_only_missing_folds_and_saved_models_reload(btc: p
     np.testing.assert_allclose(y, got.to_numpy(), rtol=1e-6, atol=1e-9)
     hist = pd.read_csv(fold / "history.csv")
     assert list(hist["epoch"]) == [0, 1] and hist["val_loss"].notna().all()
+
+
+def test_group_memory_knob_sets_the_slots_and_units(btc, tmp_path) -> None:
+    """``group_memory_mib`` bounds the models training at once (slots); a unit holds up to 8x its slots of
+    folds, at least one per worker; baselines have no slots to size."""
+    bars = btc.iloc[:700]  # 13 folds of 40 bars from bar 200
+    models = {"lstm": {"type": "lstm", **TINY_NET, "batch_size": 32}, "p": {"type": "persistence"}}
+    roomy = tiny_cfg(models, walkforward={"training": "grouped", "group_size": 16, "workers": 1})
+    tight = tiny_cfg(models, walkforward={"training": "grouped", "group_size": 16, "workers": 1, "group_memory_mib": 0.001})
+    assert wfmod.group_cap(roomy.models["lstm"], roomy.features, roomy.walkforward) == 16
+    assert wfmod.group_cap(tight.models["lstm"], tight.features, tight.walkforward) == 1
+    assert wfmod.group_cap(roomy.models["p"], roomy.features, roomy.walkforward) == 1
+    half = tiny_cfg(models, walkforward={"training": "grouped", "group_size": 16, "workers": 1, "group_memory_mib": 0.25})
+    fit = wfmod.group_cap(half.models["lstm"], half.features, half.walkforward)
+    assert 1 < fit < 16  # 32 rows x (40 B x 8 bars x 4 units + dense) per model: a handful in 0.25 MiB
+    for cfg, slots in ((roomy, 16), (tight, 1), (half, fit)):
+        _, plan = wfmod.build_plan(cfg, bars, tmp_path / "run")
+        _, units = wfmod.grouped_units(plan, cfg.walkforward)
+        groups = [tasks for kind, tasks in units if kind == "group"]
+        assert all(t.group_slots == slots for g in groups for t in g)
+        assert sum(len(g) for g in groups) == 13 and max(len(g) for g in groups) <= 8 * slots

@@ -146,3 +146,32 @@ def test_dropout_keep_mask_rate_and_scaling() -> None:
     y2 = np.asarray(keras.ops.convert_to_numpy(layer(x, training=True, seeds=np.array([[3, 2], [4, 1]], "int32"))))
     assert (y2[0] != y[0]).mean() > 0.2 and np.array_equal(y2[1], y[1])
     np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(layer(x, training=False, seeds=seeds))), x)
+
+
+def test_refilled_slots_train_each_model_as_alone() -> None:
+    """Five models through two slots (a finished model's slot is refilled with the next, fresh): each ends
+    where it ends trained alone, early stopping at its own epoch included, and no slot idles while
+    models wait."""
+    from models.grouped import GroupStats
+
+    fc = make_forecaster("gru", units=4, seed=0, horizon=1, dropout=0.0)
+    specs = fc.full_architecture(1)
+    members = []
+    for g, n in enumerate((33, 40, 26, 47, 30)):
+        X, y = data(n, g)
+        Xv, yv = data(10, 70 + g)
+        members.append(Member(X, y, Xv, -yv if g % 2 else yv, seed=20 + g))
+    st = TrainSettings(epochs=5, batch_size=8, patience=1, learning_rate=1e-2)
+    stats = GroupStats()
+    queued = fit_group(specs, members, st, stats=stats, slots=2)
+    crowd = fit_group(specs, members, TrainSettings(epochs=1, batch_size=8, patience=0), slots=4)
+    assert all(len(f.history) == 1 for f in crowd)  # four finish at once, one waits: one slot refilled
+    assert len({len(f.history) for f in queued}) > 1  # they stopped at different epochs
+    for m, fit in zip(members, queued):
+        alone = fit_group(specs, [m], st)[0]
+        assert [h["epoch"] for h in fit.history] == [h["epoch"] for h in alone.history]
+        np.testing.assert_allclose([h["val_loss"] for h in fit.history], [h["val_loss"] for h in alone.history], rtol=1e-4)
+        for a, b in zip(fit.weights, alone.weights):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    busy = stats.active_model_steps / (stats.active_model_steps + stats.idle_model_steps)
+    assert busy > 0.7, busy
