@@ -491,9 +491,8 @@ _QUEUE_SLOTS = 8
 def _groups(tasks: list[FoldTask], size: int, at_least: int = 1) -> list[list[FoldTask]]:
     """Tasks of one key in units of at most ``size`` (and at least ``at_least`` units, a multiple of it, so
     that every worker gets its share), dealt out in turn from the tasks sorted by training rows: each unit
-    holds small and large folds alike (units of about equal cost, so workers end together), and within a
-    unit, in that order, neighbours have similar numbers of batches per epoch (models training at once
-    share the epoch clock; see models/grouped.py)."""
+    holds small and large folds alike (units of about equal cost, so workers end together); a unit's folds
+    take its slots in that order (see models/grouped.py: fit_group)."""
     ordered = sorted(tasks, key=lambda t: (t.fold.n_train, t.fold.k, t.seed, t.model_name))
     n = max(-(-len(ordered) // size), at_least)
     n = min(-(-n // at_least) * at_least, len(ordered))

@@ -13,9 +13,9 @@ weights ``(G, in, out)``, kernels applied as batched ``keras.ops.matmul`` ``(G, 
   Keras ``EarlyStopping(monitor="val_loss", patience, restore_best_weights=True)`` semantics.
 
 The loss of the group is the sum of each model's own batch MSE over its valid rows; the weights are
-disjoint, so each model gets exactly the gradient it would get alone. Models in a group share the epoch
-clock (a model with fewer batches per epoch idles, masked, until the group's longest epoch ends, so one
-validation pass per epoch serves the whole group); the engine therefore groups folds of similar size.
+disjoint, so each model gets exactly the gradient it would get alone. Each model keeps its own epoch clock:
+it starts its next epoch the step after its last batch, and its validation pass and early-stopping check run
+at its own epoch ends; a finished model's slot takes the next waiting training (see :func:`fit_group`).
 
 Why grouped layers in ``keras.ops`` rather than JAX's stateless step mapped over weights: TensorFlow is
 the declared backend; grouped layers run in its graph mode (XLA was measured slower for a grouped LSTM
@@ -34,6 +34,7 @@ import functools
 import gc
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -486,6 +487,10 @@ class _MemberState:
         self.best = math.inf
         self.best_weights: list[np.ndarray] | None = None
         self.wait = 0
+        self.epoch_order: np.ndarray | None = None  # this epoch's row permutation, and the rows done of it
+        self.pos = 0
+        self.loss_acc = 0.0  # this epoch's loss sum carried over a compaction
+        self.loss_mark = 0.0  # the slot's running loss sum when this epoch (or its part in this group) began
 
     def order(self, epoch: int) -> np.ndarray:
         if self.m.orders is not None:
@@ -546,9 +551,11 @@ def _load_slots(net: Any, opt: Any, states: list[_MemberState | None], which: li
 
 def _train_rounds(states: list[_MemberState], slot: list[int | None], queue: list[int], specs: list[LayerSpec],
                   st: TrainSettings, stats: GroupStats, keras: Any, cache: dict | None = None) -> bool:
-    """Train the members in ``slot`` (indices into ``states``) as one group, refilling finished members'
-    slots from ``queue`` (consumed) at epoch ends, until all are done or, with the queue empty, so many
-    finished that compacting pays (half the slots empty); returns True when the caller should compact."""
+    """Train the members in ``slot`` (indices into ``states``) as one group, each on its own epoch clock: a
+    model starts its next epoch (a new permutation) the step after its last batch, its validation pass and
+    early-stopping check run at its own epoch ends, and a finished model's slot is refilled from ``queue``
+    (consumed). Runs until all are done or, with the queue empty, so many finished that compacting pays
+    (half the slots empty); returns True when the caller should compact."""
     G, B = len(slot), int(st.batch_size)
     T, F = states[0].m.X.shape[1:]
     H = states[0].m.y.shape[1]
@@ -557,12 +564,16 @@ def _train_rounds(states: list[_MemberState], slot: list[int | None], queue: lis
     Xp = np.zeros((G, n_max, T, F), "float32")
     yp = np.zeros((G, n_max, H), "float32")
     cur: list[_MemberState | None] = [None] * G  # the member state in each slot
+    net.loss_sums.assign(np.zeros(G, "float32"))  # the slots' running loss sums
 
-    def seat(g: int, i: int | None) -> None:
+    def seat(g: int, i: int | None, mark: float = 0.0) -> None:
         slot[g] = i
-        cur[g] = states[i] if i is not None else None
-        if i is not None:
-            Xp[g, :states[i].n], yp[g, :states[i].n] = states[i].m.X, states[i].m.y
+        cur[g] = s = states[i] if i is not None else None
+        if s is not None:
+            Xp[g, :s.n], yp[g, :s.n] = s.m.X, s.m.y
+            if s.epoch_order is None:  # a fresh member (not one carried over by a compaction, mid-epoch)
+                s.epoch_order, s.pos, s.loss_acc = s.order(s.epoch), 0, 0.0
+            s.loss_mark = mark
 
     for g, i in enumerate(list(slot)):
         seat(g, i)
@@ -573,59 +584,70 @@ def _train_rounds(states: list[_MemberState], slot: list[int | None], queue: lis
         if not live:
             return False
         if G > 1 and not queue and len(live) <= G // 2:
+            sums = np.asarray(keras.ops.convert_to_numpy(net.loss_sums))
+            for g in live:  # the epoch in progress carries its loss so far into the compacted group
+                cur[g].loss_acc += float(sums[g]) - cur[g].loss_mark
             _snapshot(net, opt, cur)
             stats.compactions += 1
             return True
-        orders = {g: cur[g].order(cur[g].epoch) for g in live}
-        n_steps = max(cur[g].nb for g in live)
-        net.loss_sums.assign(np.zeros(G, "float32"))
-        for j in range(n_steps):
-            idx = np.zeros((G, B), "int64")
-            w = np.zeros((G, B), "float32")
-            n_active = 0
-            for g in live:
-                rows = orders[g][j * B:(j + 1) * B]
-                if len(rows):
-                    idx[g, :len(rows)] = rows
-                    w[g, :len(rows)] = 1.0
-                    n_active += 1
-                    cur[g].step += 1
-            net.train_on_batch(Xp[gi, idx], yp[gi, idx], sample_weight=w)
-            stats.steps += 1
-            stats.active_model_steps += n_active
-            stats.idle_model_steps += G - n_active
-        sums = np.asarray(keras.ops.convert_to_numpy(net.loss_sums))
-        has_val = {g: cur[g].m.X_val is not None and len(cur[g].m.X_val) > 0 for g in live}
-        val = _val_losses(net, cur, live, B) if any(has_val.values()) else {}
-        current = None
-        refill: list[int] = []
+        idx = np.zeros((G, B), "int64")
+        w = np.zeros((G, B), "float32")
         for g in live:
             s = cur[g]
-            vl = val.get(g, float("nan"))
-            s.history.append({"epoch": s.epoch, "loss": float(sums[g] / s.n), "val_loss": vl})
-            s.epoch += 1
-            stop = s.epoch >= st.epochs
-            if has_val[g] and st.patience > 0:
-                current = current if current is not None else _get_group_weights(net)
-                mine = [a[g].copy() for a in current]
-                if s.best_weights is None:
-                    s.best_weights = mine
-                s.wait += 1
-                if vl < s.best or s.best == math.inf:
-                    s.best, s.wait, s.best_weights = vl, 0, mine
-                elif s.wait >= st.patience and s.epoch - 1 > 0:
-                    stop = True
-            if stop:
-                s.done = True
-                s.weights = [a[g].copy() for a in (current if current is not None else _get_group_weights(net))]
-                if not (has_val[g] and st.patience > 0):
-                    s.best_weights = None
-                refill.append(g)
-        refill = refill[:len(queue)]  # finished members leave; the next waiting ones start fresh in their slots
-        for g in refill:
-            seat(g, queue.pop(0))
-        if refill:
-            _load_slots(net, opt, cur, refill)
+            rows = s.epoch_order[s.pos:s.pos + B]
+            idx[g, :len(rows)] = rows
+            w[g, :len(rows)] = 1.0
+            s.pos += len(rows)
+            s.step += 1
+        net.train_on_batch(Xp[gi, idx], yp[gi, idx], sample_weight=w)
+        stats.steps += 1
+        stats.active_model_steps += len(live)
+        stats.idle_model_steps += G - len(live)
+        ended = [g for g in live if cur[g].pos >= cur[g].n]
+        if ended:
+            _end_epochs(net, cur, ended, st, B, keras, queue, seat, opt)
+
+
+def _end_epochs(net: Any, cur: list[_MemberState | None], ended: list[int], st: TrainSettings, B: int, keras: Any,
+                queue: list[int], seat: Callable[[int, int | None, float], None], opt: Any) -> None:
+    """Epoch ends of the members in slots ``ended``: history (Keras' epoch loss: batch MSE weighted by batch
+    rows, over the epoch's rows), validation loss, ``EarlyStopping`` (best weights kept), then either the
+    member's next epoch or, finished, its slot refilled with the next waiting member."""
+    sums = np.asarray(keras.ops.convert_to_numpy(net.loss_sums))
+    has_val = {g: cur[g].m.X_val is not None and len(cur[g].m.X_val) > 0 for g in ended}
+    val = _val_losses(net, cur, [g for g in ended if has_val[g]], B) if any(has_val.values()) else {}
+    current = None
+    finished: list[int] = []
+    for g in ended:
+        s = cur[g]
+        vl = val.get(g, float("nan"))
+        loss = (s.loss_acc + float(sums[g]) - s.loss_mark) / s.n
+        s.history.append({"epoch": s.epoch, "loss": float(loss), "val_loss": vl})
+        s.epoch += 1
+        stop = s.epoch >= st.epochs
+        if has_val[g] and st.patience > 0:
+            current = current if current is not None else _get_group_weights(net)
+            mine = [a[g].copy() for a in current]
+            if s.best_weights is None:
+                s.best_weights = mine
+            s.wait += 1
+            if vl < s.best or s.best == math.inf:
+                s.best, s.wait, s.best_weights = vl, 0, mine
+            elif s.wait >= st.patience and s.epoch - 1 > 0:
+                stop = True
+        if stop:
+            s.done = True
+            s.weights = [a[g].copy() for a in (current if current is not None else _get_group_weights(net))]
+            if not (has_val[g] and st.patience > 0):
+                s.best_weights = None
+            finished.append(g)
+        else:
+            s.epoch_order, s.pos, s.loss_acc, s.loss_mark = s.order(s.epoch), 0, 0.0, float(sums[g])
+    refill = finished[:len(queue)]  # finished members leave; the next waiting ones start fresh in their slots
+    for g in refill:
+        seat(g, queue.pop(0), float(sums[g]))
+    if refill:
+        _load_slots(net, opt, cur, refill)
 
 
 def _snapshot(net: Any, opt: Any, cur: list[_MemberState | None]) -> None:
