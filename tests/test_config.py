@@ -31,6 +31,7 @@ def test_defaults_add_baselines() -> None:
     ({"walkforward": {"training": "grouped", "warm_start": True}}, "training = 'grouped' needs cold starts; with warm_start"),
     ({"walkforward": {"training": "batched"}}, "walkforward.training: Input should be 'auto', 'grouped' or 'per_fold'"),
     ({"walkforward": {"group_size": 0}}, "walkforward.group_size: Input should be greater than or equal to 1"),
+    ({"walkforward": {"group_memory_mib": 0}}, "walkforward.group_memory_mib: Input should be greater than 0"),
     ({"data": {"source": "file"}}, "data.path is required"),
     ({"strategies": {"e": {"type": "ensemble", "models": ["nope"]}}}, "strategies.e.models names unknown model"),
 ])
