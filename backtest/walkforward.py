@@ -605,6 +605,21 @@ def _unit_cost(unit: tuple[str, list[FoldTask]]) -> float:
     return float(sum(t.fold.n_train * weight(t) * (1 if unit[0] == "group" else 4) for t in unit[1]))
 
 
+def _work_order(units: list[tuple[str, list[FoldTask]]]) -> list[tuple[str, list[FoldTask]]]:
+    """Units in the order the workers take them (each to the next free worker): network by network, the
+    costliest network first, and within a network its costliest unit first. A worker that finishes early
+    takes more work instead of idling while the other trains a costly network, the cheap units fill the tail,
+    and a worker moves on to a new architecture only once the one before is handed out (its compiled
+    trainers are then dropped: ``models.grouped``), so one architecture's graphs are resident at a time."""
+    cost = [_unit_cost(u) for u in units]
+    per_model: dict[str, float] = {}
+    for u, c in zip(units, cost, strict=True):
+        per_model[u[1][0].model_name] = per_model.get(u[1][0].model_name, 0.0) + c
+    order = sorted(range(len(units)), key=lambda i: (-per_model[units[i][1][0].model_name],
+                                                     units[i][1][0].model_name, -cost[i]))
+    return [units[i] for i in order]
+
+
 def execute_grouped(plan: Plan, wf: WalkForwardConfig,
                     on_result: Callable[[FoldResult], None] | None = None) -> list[FoldResult]:
     """The grouped executor: resume, groups and chains, sequentially or over ``workers`` processes (each with
@@ -624,11 +639,9 @@ def execute_grouped(plan: Plan, wf: WalkForwardConfig,
     else:
         import multiprocessing as mp
 
-        # Longest first, each unit to the next free worker (one TensorFlow thread each): a worker that
-        # finishes early takes more work instead of idling while the other trains the costly networks.
         with ProcessPoolExecutor(max_workers=min(wf.workers, len(units)), mp_context=mp.get_context("spawn"),
                                  initializer=_worker_init, initargs=(1,)) as pool:
-            futures = [pool.submit(_run_worker_unit, u) for u in sorted(units, key=_unit_cost, reverse=True)]
+            futures = [pool.submit(_run_worker_unit, u) for u in _work_order(units)]
             for fut in as_completed(futures):
                 for d, r in fut.result():
                     got[d] = r

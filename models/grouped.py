@@ -16,6 +16,9 @@ The loss of the group is the sum of each model's own batch MSE over its valid ro
 disjoint, so each model gets exactly the gradient it would get alone. Each model keeps its own epoch clock:
 it starts its next epoch the step after its last batch, and its validation pass and early-stopping check run
 at its own epoch ends; a finished model's slot takes the next waiting training (see :func:`fit_group`).
+A step computes only the slots whose models still train: it is given their slot indices, gathers their
+weights inside the compiled step and scatters their counters back, so finished slots cost nothing and a
+shrinking group needs no new compiled shape (a new shape is a graph trace: 1-3.5 s and 15-60 MiB here).
 
 Why grouped layers in ``keras.ops`` rather than JAX's stateless step mapped over weights: TensorFlow is
 the declared backend; grouped layers run in its graph mode (XLA was measured slower for a grouped LSTM
@@ -30,6 +33,7 @@ model's slice of the group weights loads into the single model unchanged.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import gc
 import math
@@ -86,6 +90,11 @@ def _make_layers() -> dict[str, type]:
             self.inits.append((init, shape))
             return self.add_weight(name=name, shape=(self.n_models, *shape), initializer="zeros")
 
+        @staticmethod
+        def pick(live: Any, *weights: Any) -> list[Any]:
+            """The live slots' rows of each weight (``live``: slot indices, int32), or all of them."""
+            return list(weights) if live is None else [ops.take(w, live, axis=0) for w in weights]
+
     def _project(x: Any, kernel: Any) -> Any:
         """``(G, B, T, F) x (G, F, O) -> (G, B, T, O)`` as one batched matmul over ``(G, B*T, F)``
         (``einsum`` lowered to a slower contraction on this CPU: about 20% of a grouped LSTM step)."""
@@ -132,13 +141,13 @@ def _make_layers() -> dict[str, type]:
             self.ws = [_rnn_weights(self, d, f, u, 4, gru=False) for d in dirs]
             self.act = keras.activations.get(self.spec.activation or "tanh")
 
-        def call(self, x: Any) -> Any:
+        def call(self, x: Any, live: Any = None) -> Any:
             s = self.spec
             if len(self.ws) == 1:
-                return _lstm(x, *self.ws[0], s.units, self.act, seqs=s.return_sequences)
+                return _lstm(x, *self.pick(live, *self.ws[0]), s.units, self.act, seqs=s.return_sequences)
             # Bidirectional: both directions in one scan, as 2G models (the backward one reads the bars
             # reversed), so the loop runs once per layer, not twice.
-            (kf, rf, bf), (kb, rb, bb) = self.ws
+            (kf, rf, bf), (kb, rb, bb) = self.pick(live, *self.ws[0]), self.pick(live, *self.ws[1])
             both = _lstm(ops.concatenate([x, ops.flip(x, axis=2)], axis=0), ops.concatenate([kf, kb], axis=0),
                          ops.concatenate([rf, rb], axis=0), ops.concatenate([bf, bb], axis=0), s.units, self.act,
                          seqs=s.return_sequences)
@@ -152,15 +161,16 @@ def _make_layers() -> dict[str, type]:
             self.kernel, self.rec, self.bias = _rnn_weights(self, "", int(input_shape[-1]), self.spec.units, 3, gru=True)
             self.act = keras.activations.get(self.spec.activation or "tanh")
 
-        def call(self, x: Any) -> Any:
+        def call(self, x: Any, live: Any = None) -> Any:
             u = self.spec.units
             h0 = ops.zeros((ops.shape(x)[0], ops.shape(x)[1], u), dtype=x.dtype)
-            b_in, b_rec = self.bias[:, None, 0, :], self.bias[:, None, 1, :]
+            kernel, rec, bias = self.pick(live, self.kernel, self.rec, self.bias)
+            b_in, b_rec = bias[:, None, 0, :], bias[:, None, 1, :]
 
             def cell(carry: tuple, x_t: Any) -> tuple:
                 (h,) = carry
-                xz, xr, xh = ops.split(ops.matmul(x_t, self.kernel) + b_in, 3, axis=-1)
-                rz, rr, rh = ops.split(ops.matmul(h, self.rec) + b_rec, 3, axis=-1)
+                xz, xr, xh = ops.split(ops.matmul(x_t, kernel) + b_in, 3, axis=-1)
+                rz, rr, rh = ops.split(ops.matmul(h, rec) + b_rec, 3, axis=-1)
                 z = ops.sigmoid(xz + rz)
                 r = ops.sigmoid(xr + rr)
                 h = z * h + (1 - z) * self.act(xh + r * rh)
@@ -178,8 +188,9 @@ def _make_layers() -> dict[str, type]:
             self.bias = self._w("bias", (s.units,), "zeros")
             self.act = keras.activations.get(s.activation or "linear")
 
-        def call(self, x: Any) -> Any:
+        def call(self, x: Any, live: Any = None) -> Any:
             s = self.spec
+            kernel, bias = self.pick(live, self.kernel, self.bias)
             t = x.shape[2]
             out_len = -(-t // s.strides)
             pad = max((out_len - 1) * s.strides + s.kernel_size - t, 0)
@@ -190,7 +201,7 @@ def _make_layers() -> dict[str, type]:
             idx = (np.arange(out_len)[:, None] * s.strides + np.arange(k)[None, :]).reshape(-1)
             cols = ops.take(xp, idx, axis=2)  # (G, B, L*k, C), row-major as (G, B, L, k, C)
             y = _project(ops.reshape(cols, (ops.shape(x)[0], ops.shape(x)[1], out_len, k * c)),
-                         ops.reshape(self.kernel, (self.n_models, k * c, s.units))) + self.bias[:, None, None, :]
+                         ops.reshape(kernel, (-1, k * c, s.units))) + bias[:, None, None, :]
             return self.act(y)
 
     class GroupDense(GroupLayer):
@@ -198,8 +209,9 @@ def _make_layers() -> dict[str, type]:
             self.kernel = self._w("kernel", (int(input_shape[-1]), self.spec.units), "glorot_uniform")
             self.bias = self._w("bias", (self.spec.units,), "zeros")
 
-        def call(self, x: Any) -> Any:
-            return ops.matmul(x, self.kernel) + self.bias[:, None, :]
+        def call(self, x: Any, live: Any = None) -> Any:
+            kernel, bias = self.pick(live, self.kernel, self.bias)
+            return ops.matmul(x, kernel) + bias[:, None, :]
 
     def _lsr(h: Any, k: int) -> Any:
         """Logical right shift of int32 ``h`` by ``k`` bits (``right_shift`` is arithmetic on signed ints)."""
@@ -224,14 +236,14 @@ def _make_layers() -> dict[str, type]:
         comes from (its seed, its own step count, this layer), see :func:`_keep_mask`. (One stateless
         random draw per model was a third of a bidirectional LSTM step at 13 models.)"""
 
-        def call(self, x: Any, training: bool = False, seeds: Any = None) -> Any:
+        def call(self, x: Any, training: bool = False, seeds: Any = None, live: Any = None) -> Any:
             if not training or self.spec.rate <= 0 or seeds is None:
                 return x
             keep = _keep_mask(x, seeds, self.index, self.spec.rate)
             return ops.where(keep, x / (1.0 - self.spec.rate), ops.zeros_like(x))
 
     class GroupActivation(GroupLayer):
-        def call(self, x: Any) -> Any:
+        def call(self, x: Any, live: Any = None) -> Any:
             if self.spec.kind == "leaky_relu":
                 return ops.leaky_relu(x, negative_slope=self.spec.rate)
             return ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], -1))  # flatten, row-major as keras Flatten
@@ -247,7 +259,10 @@ def _make_classes() -> tuple[type, type]:
     layer_classes = _make_layers()
 
     class GroupNet(keras.Model):
-        """``n_models`` networks of one architecture: ``(G, B, T, F) -> (G, B, horizon)``.
+        """``n_models`` networks of one architecture: ``(G, B, T, F) -> (G, B, horizon)``, or, called with
+        ``(x, live)``, only the slots ``live`` (int32 ``(n,)``): ``x`` ``(n, B, T, F) -> (n, B, horizon)`` with
+        those slots' weights (gathered in the step, so the gradients of the others are zero and a group
+        whose models have finished costs only its live ones, with no new compiled shape).
 
         Non-trainable state, set by the trainer once per round (not per step: a variable assign from
         Python costs about as much as 5% of a step): ``model_seeds`` ``(G,)`` int32 and ``steps`` ``(G,)``,
@@ -267,27 +282,34 @@ def _make_classes() -> tuple[type, type]:
             self.loss_sums = keras.Variable(np.zeros(n_models, "float32"), trainable=False, name="loss_sums")
 
         def call(self, x: Any, training: bool = False) -> Any:
+            x, live = x if isinstance(x, (tuple, list)) else (x, None)
             seeds = None
             if training:  # this step's number of each model (its count before the step, plus one)
                 seeds = ops.stack([self.model_seeds.value, ops.cast(self.steps.value, "int32") + 1], axis=1)
+                seeds = seeds if live is None else ops.take(seeds, live, axis=0)
             for layer in self.glayers:
                 if layer.spec.kind == "dropout":
                     x = layer(x, training=training, seeds=seeds)
                 else:
-                    x = layer(x)
+                    x = layer(x, live=live)
             return x
 
         def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None,
                          training: bool = True) -> Any:
-            """Sum over models of each model's mean squared error over its valid rows of the batch."""
-            se = ops.mean(ops.square(y_pred - y), axis=-1)  # (G, B)
+            """Sum over models of each model's mean squared error over its valid rows of the batch (the
+            rows of the slots in ``x``'s ``live``, when given; per-slot counters are scattered back)."""
+            se = ops.mean(ops.square(y_pred - y), axis=-1)  # (n, B)
             rows = ops.sum(sample_weight, axis=1)
             per_model = ops.sum(se * sample_weight, axis=1) / ops.maximum(rows, 1.0)
             if training:
-                active = ops.cast(rows > 0, "float32")
+                active, sums = ops.cast(rows > 0, "float32"), per_model * rows
+                if isinstance(x, (tuple, list)):
+                    at = ops.expand_dims(x[1], 1)
+                    active = ops.scatter(at, active, (self.n_models,))
+                    sums = ops.scatter(at, sums, (self.n_models,))
                 self.active.assign(active)
                 self.steps.assign(self.steps + active)
-                self.loss_sums.assign(self.loss_sums + per_model * rows)
+                self.loss_sums.assign(self.loss_sums + sums)
             return ops.sum(per_model)
 
     class MaskedOptimizer(keras.optimizers.Optimizer):
@@ -314,7 +336,7 @@ def _make_classes() -> tuple[type, type]:
             net = self._net[0]
             a = ops.reshape(net.active, shape) > 0
             lr = ops.cast(learning_rate, variable.dtype)
-            g = ops.cast(gradient, variable.dtype)
+            g = ops.cast(ops.convert_to_tensor(gradient), variable.dtype)  # dense (a gather's is sparse)
             i = self._get_variable_index(variable)
             if self.kind == "adam":
                 t = ops.reshape(ops.maximum(net.steps, 1.0), shape)
@@ -382,13 +404,6 @@ def initial_weights(specs: list[LayerSpec], lookback: int, n_inputs: int, seed: 
             for j, (init, shape) in enumerate(weight_inits(specs, lookback, n_inputs))]
 
 
-def _group_net(specs: list[LayerSpec], n_models: int, lookback: int, n_inputs: int) -> Any:
-    GroupNet, _ = _make_classes()
-    net = GroupNet(specs, n_models)
-    net(np.zeros((n_models, 1, lookback, n_inputs), "float32"))
-    return net
-
-
 # --- the trainer ---------------------------------------------------------------------------------
 @dataclass
 class Member:
@@ -429,13 +444,12 @@ class TrainSettings:
 
 @dataclass
 class GroupStats:
-    """Work counters of one :func:`fit_group` call: group steps, model-steps that trained (active) and that
-    were masked (idle or finished), and the number of compactions into a smaller group."""
+    """Work counters of one :func:`fit_group` call: group steps, model-steps that trained (active) and
+    slot-steps with no model training (empty or finished slots: not computed, only counted)."""
 
     steps: int = 0
     active_model_steps: int = 0
     idle_model_steps: int = 0
-    compactions: int = 0
 
 
 def fit_group(specs: list[LayerSpec], members: list[Member], settings: TrainSettings,
@@ -450,10 +464,11 @@ def fit_group(specs: list[LayerSpec], members: list[Member], settings: TrainSett
 
     ``slots``: how many members train at once (default: all). Members take the slots in the given order; at
     each epoch end a finished member's slot is refilled with the next waiting one (its own fresh weights,
-    zeroed optimizer slots and step count), so one compiled shape serves the whole queue and no slot idles
-    while members wait. When none wait and half the slots are empty, the rest are compacted into a smaller
-    group. ``cache`` (optional, owned by the caller) keeps compiled group trainers by shape across calls to
-    skip graph tracing; each is reset before use, so results do not depend on it.
+    zeroed optimizer slots and step count), so no slot idles while members wait. Each step computes only
+    the slots whose models still train (their weights gathered inside the step), so when none wait the
+    finished ones cost nothing and no new shape is compiled. ``cache`` (optional, owned by the caller) keeps
+    compiled group trainers by slot count across calls to skip graph tracing; each is reset before use, so
+    results do not depend on it.
     """
     keras = _keras()
     stats = stats if stats is not None else GroupStats()
@@ -463,23 +478,18 @@ def fit_group(specs: list[LayerSpec], members: list[Member], settings: TrainSett
     G = min(len(members), slots or len(members))
     queue = list(range(G, len(members)))  # members waiting for a slot, in order
     slot: list[int | None] = list(range(G))  # member index per slot (None: empty)
-    while True:
-        compact = _train_rounds(states, slot, queue, specs, settings, stats, keras, cache)
-        if not compact:
-            break
-        slot = [i for i in slot if i is not None and not states[i].done]
+    _train_rounds(states, slot, queue, specs, settings, stats, keras, cache)
     return [s.result() for s in states]
 
 
 class _MemberState:
-    """Bookkeeping of one member across compactions."""
+    """Bookkeeping of one member: its rows, shuffles, steps, epochs, history and early-stopping state."""
 
     def __init__(self, m: Member, specs: list[LayerSpec], T: int, F: int, B: int) -> None:
         self.m, self.n = m, len(m.X)
         self.nb = math.ceil(self.n / B)
         self.rng = np.random.default_rng(m.seed)
         self.weights = m.weights if m.weights is not None else initial_weights(specs, T, F, m.seed)
-        self.slots: list[np.ndarray] | None = None
         self.step = 0  # own optimizer steps so far
         self.epoch = 0
         self.done = False
@@ -489,8 +499,7 @@ class _MemberState:
         self.wait = 0
         self.epoch_order: np.ndarray | None = None  # this epoch's row permutation, and the rows done of it
         self.pos = 0
-        self.loss_acc = 0.0  # this epoch's loss sum carried over a compaction
-        self.loss_mark = 0.0  # the slot's running loss sum when this epoch (or its part in this group) began
+        self.loss_mark = 0.0  # the slot's running loss sum when this epoch began
 
     def order(self, epoch: int) -> np.ndarray:
         if self.m.orders is not None:
@@ -504,14 +513,18 @@ class _MemberState:
 
 def _trainer(specs: list[LayerSpec], G: int, T: int, F: int, st: TrainSettings, cache: dict | None) -> tuple[Any, Any]:
     """A compiled (GroupNet, MaskedOptimizer) for G models, from ``cache`` when one of this shape exists."""
-    key = (tuple(specs), G, T, F, st.optimizer, st.learning_rate)
+    key = ("group", tuple(specs), G, T, F, st.optimizer, st.learning_rate)
     if cache is not None and key in cache:
         net, opt = cache[key] = cache.pop(key)  # most recently used last
         return net, opt
     if cache is not None:
-        while len(cache) >= _CACHE_MAX:  # bound memory: each compiled trainer holds its traced graphs
+        # bound memory: each compiled trainer holds its traced graphs. A new architecture's trainer drops
+        # the others' (the work units of an architecture run one after another), then at most _CACHE_MAX.
+        for other in [k for k in cache if k[0] == "group" and k[1] != key[1]]:
+            del cache[other]
+        while len(cache) >= _CACHE_MAX:
             cache.pop(next(iter(cache)))
-        gc.collect()
+        _release_memory()
     GroupNet, MaskedOptimizer = _make_classes()
     net = GroupNet(specs, G)
     net(np.zeros((G, 1, T, F), "float32"))
@@ -523,21 +536,28 @@ def _trainer(specs: list[LayerSpec], G: int, T: int, F: int, st: TrainSettings, 
     return net, opt
 
 
+def _release_memory() -> None:
+    """Collect dropped trainers and hand freed heap pages back to the system (glibc ``malloc_trim``; a
+    no-op elsewhere), so that one architecture's graphs do not stay resident while the next one trains."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _load_slots(net: Any, opt: Any, states: list[_MemberState | None], which: list[int]) -> None:
-    """Put the members of slots ``which`` into the group: their weights, optimizer slots (zero for a fresh
-    start), own step counts and seeds; empty slots get zeros. One read and one assign per variable."""
+    """Put fresh members into slots ``which``: their initial weights, zeroed optimizer slots, step counts
+    (0) and seeds; empty slots get zeros. One read and one assign per variable."""
     keras = _keras()
-    slot_vars = opt.m + opt.v
     for j, var in enumerate(net.trainable_variables):
         a = np.array(keras.ops.convert_to_numpy(var))
         for g in which:
             a[g] = states[g].weights[j] if states[g] is not None else 0.0
         var.assign(a)
-    for j, var in enumerate(slot_vars):
+    for var in opt.m + opt.v:
         a = np.array(keras.ops.convert_to_numpy(var))
-        for g in which:
-            s = states[g]
-            a[g] = s.slots[j] if s is not None and s.slots is not None else 0.0
+        a[which] = 0.0
         var.assign(a)
     seeds = np.array(keras.ops.convert_to_numpy(net.model_seeds))
     steps = np.array(keras.ops.convert_to_numpy(net.steps))
@@ -550,12 +570,12 @@ def _load_slots(net: Any, opt: Any, states: list[_MemberState | None], which: li
 
 
 def _train_rounds(states: list[_MemberState], slot: list[int | None], queue: list[int], specs: list[LayerSpec],
-                  st: TrainSettings, stats: GroupStats, keras: Any, cache: dict | None = None) -> bool:
+                  st: TrainSettings, stats: GroupStats, keras: Any, cache: dict | None = None) -> None:
     """Train the members in ``slot`` (indices into ``states``) as one group, each on its own epoch clock: a
     model starts its next epoch (a new permutation) the step after its last batch, its validation pass and
     early-stopping check run at its own epoch ends, and a finished model's slot is refilled from ``queue``
-    (consumed). Runs until all are done or, with the queue empty, so many finished that compacting pays
-    (half the slots empty); returns True when the caller should compact."""
+    (consumed). Each step feeds only the slots still training (``(x, live)``, see ``GroupNet``); runs until
+    all are done."""
     G, B = len(slot), int(st.batch_size)
     T, F = states[0].m.X.shape[1:]
     H = states[0].m.y.shape[1]
@@ -571,35 +591,26 @@ def _train_rounds(states: list[_MemberState], slot: list[int | None], queue: lis
         cur[g] = s = states[i] if i is not None else None
         if s is not None:
             Xp[g, :s.n], yp[g, :s.n] = s.m.X, s.m.y
-            if s.epoch_order is None:  # a fresh member (not one carried over by a compaction, mid-epoch)
-                s.epoch_order, s.pos, s.loss_acc = s.order(s.epoch), 0, 0.0
-            s.loss_mark = mark
+            s.epoch_order, s.pos, s.loss_mark = s.order(s.epoch), 0, mark
 
     for g, i in enumerate(list(slot)):
         seat(g, i)
     _load_slots(net, opt, cur, list(range(G)))
-    gi = np.arange(G)[:, None]
     while True:
         live = [g for g, s in enumerate(cur) if s is not None and not s.done]
         if not live:
-            return False
-        if G > 1 and not queue and len(live) <= G // 2:
-            sums = np.asarray(keras.ops.convert_to_numpy(net.loss_sums))
-            for g in live:  # the epoch in progress carries its loss so far into the compacted group
-                cur[g].loss_acc += float(sums[g]) - cur[g].loss_mark
-            _snapshot(net, opt, cur)
-            stats.compactions += 1
-            return True
-        idx = np.zeros((G, B), "int64")
-        w = np.zeros((G, B), "float32")
-        for g in live:
+            return
+        idx = np.zeros((len(live), B), "int64")
+        w = np.zeros((len(live), B), "float32")
+        for j, g in enumerate(live):
             s = cur[g]
             rows = s.epoch_order[s.pos:s.pos + B]
-            idx[g, :len(rows)] = rows
-            w[g, :len(rows)] = 1.0
+            idx[j, :len(rows)] = rows
+            w[j, :len(rows)] = 1.0
             s.pos += len(rows)
             s.step += 1
-        net.train_on_batch(Xp[gi, idx], yp[gi, idx], sample_weight=w)
+        at = np.asarray(live, "int32")
+        net.train_on_batch((Xp[at[:, None], idx], at), yp[at[:, None], idx], sample_weight=w)
         stats.steps += 1
         stats.active_model_steps += len(live)
         stats.idle_model_steps += G - len(live)
@@ -621,7 +632,7 @@ def _end_epochs(net: Any, cur: list[_MemberState | None], ended: list[int], st: 
     for g in ended:
         s = cur[g]
         vl = val.get(g, float("nan"))
-        loss = (s.loss_acc + float(sums[g]) - s.loss_mark) / s.n
+        loss = (float(sums[g]) - s.loss_mark) / s.n
         s.history.append({"epoch": s.epoch, "loss": float(loss), "val_loss": vl})
         s.epoch += 1
         stop = s.epoch >= st.epochs
@@ -642,7 +653,7 @@ def _end_epochs(net: Any, cur: list[_MemberState | None], ended: list[int], st: 
                 s.best_weights = None
             finished.append(g)
         else:
-            s.epoch_order, s.pos, s.loss_acc, s.loss_mark = s.order(s.epoch), 0, 0.0, float(sums[g])
+            s.epoch_order, s.pos, s.loss_mark = s.order(s.epoch), 0, float(sums[g])
     refill = finished[:len(queue)]  # finished members leave; the next waiting ones start fresh in their slots
     for g in refill:
         seat(g, queue.pop(0), float(sums[g]))
@@ -650,46 +661,30 @@ def _end_epochs(net: Any, cur: list[_MemberState | None], ended: list[int], st: 
         _load_slots(net, opt, cur, refill)
 
 
-def _snapshot(net: Any, opt: Any, cur: list[_MemberState | None]) -> None:
-    """Copy each unfinished member's weights and optimizer slots out of the group (for compaction)."""
-    keras = _keras()
-    ws = _get_group_weights(net)
-    slots = [np.asarray(keras.ops.convert_to_numpy(v)) for v in opt.m + opt.v]
-    for g, s in enumerate(cur):
-        if s is not None and not s.done:
-            s.weights = [a[g].copy() for a in ws]
-            s.slots = [a[g].copy() for a in slots]
-
-
 def _get_group_weights(net: Any) -> list[np.ndarray]:
     keras = _keras()
     return [np.asarray(keras.ops.convert_to_numpy(v)) for v in net.trainable_variables]
 
 
-def _set_group_weights(net: Any, per_model: list[list[np.ndarray]]) -> None:
-    for j, var in enumerate(net.trainable_variables):
-        var.assign(np.stack([w[j] for w in per_model]).astype("float32"))
-
-
-def _val_losses(net: Any, states: list[_MemberState | None], live: list[int], B: int) -> dict[int, float]:
-    """Validation MSE (mean over rows and outputs, as Keras' ``val_loss``) of each live member."""
-    G = len(states)
-    T, F = states[live[0]].m.X.shape[1:]
-    sizes = [len(states[g].m.X_val) if g in live and states[g].m.X_val is not None else 0 for g in range(G)]
+def _val_losses(net: Any, states: list[_MemberState | None], which: list[int], B: int) -> dict[int, float]:
+    """Validation MSE (mean over rows and outputs, as Keras' ``val_loss``) of the members in slots
+    ``which`` (only those slots computed)."""
+    T, F = states[which[0]].m.X.shape[1:]
+    sizes = [len(states[g].m.X_val) for g in which]
     chunk = max(B, 256)
-    n_val = max(sizes)
-    sq = np.zeros(G)
-    for start in range(0, n_val, chunk):
-        xb = np.zeros((G, chunk, T, F), "float32")
-        for g in live:
-            part = states[g].m.X_val[start:start + chunk] if sizes[g] else np.zeros((0, T, F), "float32")
-            xb[g, :len(part)] = part
-        pred = np.asarray(net.predict_on_batch(xb))
-        for g in live:
-            if sizes[g] > start:
+    at = np.asarray(which, "int32")
+    sq = np.zeros(len(which))
+    for start in range(0, max(sizes), chunk):
+        xb = np.zeros((len(which), chunk, T, F), "float32")
+        for j, g in enumerate(which):
+            part = states[g].m.X_val[start:start + chunk]
+            xb[j, :len(part)] = part
+        pred = np.asarray(net.predict_on_batch((xb, at)))
+        for j, g in enumerate(which):
+            if sizes[j] > start:
                 yv = states[g].m.y_val[start:start + chunk]
-                sq[g] += float(np.sum(np.mean((pred[g, :len(yv)] - yv) ** 2, axis=-1)))
-    return {g: sq[g] / sizes[g] for g in live if sizes[g]}
+                sq[j] += float(np.sum(np.mean((pred[j, :len(yv)] - yv) ** 2, axis=-1)))
+    return {g: sq[j] / sizes[j] for j, g in enumerate(which)}
 
 
 def activation_bytes_per_row(specs: list[LayerSpec], lookback: int, n_inputs: int) -> float:

@@ -263,3 +263,22 @@ def test_group_memory_knob_sets_the_slots_and_units(btc, tmp_path) -> None:
         groups = [tasks for kind, tasks in units if kind == "group"]
         assert all(t.group_slots == slots for g in groups for t in g)
         assert sum(len(g) for g in groups) == 13 and max(len(g) for g in groups) <= 8 * slots
+
+
+def test_work_order_runs_network_by_network_costliest_first(btc, tmp_path) -> None:
+    """Workers take the units network by network (so one architecture's compiled trainers are resident at
+    a time), the costliest network first and, within a network, its costliest unit first."""
+    bars = btc.iloc[:1000]  # 20 folds of 40 bars from bar 200
+    models = {"gru": {"type": "gru", **TINY_NET, "units": 16, "epochs": 6}, "lstm": {"type": "lstm", **TINY_NET},
+              "p": {"type": "persistence"}}
+    cfg = tiny_cfg(models, walkforward={"training": "grouped", "group_size": 2, "workers": 2})
+    _, plan = wfmod.build_plan(cfg, bars, tmp_path / "run")
+    _, units = wfmod.grouped_units(plan, cfg.walkforward)
+    order = wfmod._work_order(units)
+    names = [u[1][0].model_name for u in order]
+    assert sorted(map(id, order)) == sorted(map(id, units))
+    runs = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]
+    assert runs == ["gru", "lstm", "p"]  # contiguous; the wider, longer-trained gru costs most, persistence least
+    for name in ("gru", "lstm"):
+        costs = [wfmod._unit_cost(u) for u in order if u[1][0].model_name == name]
+        assert len(costs) >= 2 and costs == sorted(costs, reverse=True)

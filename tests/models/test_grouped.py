@@ -175,3 +175,43 @@ def test_refilled_slots_train_each_model_as_alone() -> None:
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     busy = stats.active_model_steps / (stats.active_model_steps + stats.idle_model_steps)
     assert busy > 0.7, busy
+
+
+def test_live_slots_compute_only_their_models() -> None:
+    """Called with ``(x, live)`` the group computes only the slots ``live`` (their weights gathered), and
+    each such model's output equals its output in the full group."""
+    import keras
+
+    from models.grouped import _trainer
+
+    fc = make_forecaster("bilstm", units=4, seed=0, horizon=1, dropout=0.0)
+    specs = fc.full_architecture(1)
+    net, _ = _trainer(specs, 4, 3, 2, TrainSettings(), None)
+    rng = np.random.default_rng(5)
+    for v in net.trainable_variables:
+        v.assign(rng.normal(scale=0.5, size=v.shape).astype("float32"))
+    x = rng.normal(size=(4, 6, 3, 2)).astype("float32")
+    full = np.asarray(keras.ops.convert_to_numpy(net(x)))
+    live = np.array([3, 1], "int32")
+    part = np.asarray(keras.ops.convert_to_numpy(net((x[live], live))))
+    assert part.shape == (2, 6, 1)
+    np.testing.assert_allclose(part, full[live], rtol=1e-5, atol=1e-6)
+
+
+def test_a_new_architecture_drops_the_other_trainers() -> None:
+    """A worker's trainer cache keeps one architecture's compiled trainers at a time (bounded memory);
+    trainers of the same architecture are reused."""
+    from models.grouped import _trainer
+
+    cache: dict = {}
+    lstm = make_forecaster("lstm", units=4, seed=0, horizon=1).full_architecture(1)
+    gru = make_forecaster("gru", units=4, seed=0, horizon=1).full_architecture(1)
+    cache[("lstm", 3, 2)] = "a single-model trainer"  # not a group trainer: left alone
+    a, _ = _trainer(lstm, 2, 3, 2, TrainSettings(), cache)
+    b, _ = _trainer(lstm, 3, 3, 2, TrainSettings(), cache)
+    assert _trainer(lstm, 2, 3, 2, TrainSettings(), cache)[0] is a
+    assert len([k for k in cache if k[0] == "group"]) == 2
+    _trainer(gru, 2, 3, 2, TrainSettings(), cache)
+    groups = [k for k in cache if k[0] == "group"]
+    assert len(groups) == 1 and groups[0][1] == tuple(gru)
+    assert ("lstm", 3, 2) in cache
