@@ -9,52 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from backtest.errors import WalkforwardError
-
-
-#: TensorFlow start-up lines that are not errors. They come from absl's C++ logging *before*
-#: ``absl::InitializeLog()`` runs during ``import tensorflow``, which writes every message to fd 2
-#: and ignores ``TF_CPP_MIN_LOG_LEVEL`` (cudart_stub.cc: "Could not find cuda drivers on your
-#: machine, GPU will not be used."; cpu_feature_guard.cc: "This TensorFlow binary is optimized...").
-_TF_NOISE = re.compile(
-    r"All log messages before absl::InitializeLog|cudart_stub\.cc|cpu_feature_guard\.cc"
-    r"|To enable the following instructions|rebuild TensorFlow with the appropriate compiler flags"
-    r"|Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning|oneDNN custom operations are on"
-)
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow once with its C++ start-up notices filtered out of stderr.
-
-    fd 2 is sent to a temporary file during the import; afterwards every captured line that is not a
-    known notice (:data:`_TF_NOISE`) is written back to stderr, so real errors still show.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        except ImportError:
-            pass  # another Keras backend (JAX, PyTorch): nothing to silence
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            kept = [ln for ln in tmp.read().decode("utf-8", "replace").splitlines()
-                    if ln.strip() and not _TF_NOISE.search(ln)]
-            if kept:
-                print("\n".join(kept), file=sys.stderr)
+from backtest.quiet import import_tensorflow, quiet_env
 
 
 # --- data --------------------------------------------------------------------------------
@@ -108,7 +68,7 @@ def _load_cfg(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    quiet_env()  # TensorFlow is imported (quietly) where the folds train: see backtest.quiet
     cfg = _load_cfg(args)
     from backtest.pipeline import run_all
 
@@ -173,7 +133,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    quiet_env()
     from backtest.sweep import run_sweep
 
     path = run_sweep(args.config, args.grid or [], seeds=args.seeds, out=Path(args.out), overrides=_overrides(args),
@@ -183,7 +143,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    import_tensorflow()
     from backtest.predict import format_forecast, predict_next
 
     result = predict_next(Path(args.run_dir), data_source=args.data, model=args.model)
@@ -194,7 +154,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_run(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    import_tensorflow()
     from backtest.paper.cli import paper_run
 
     return paper_run(args)

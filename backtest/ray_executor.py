@@ -61,7 +61,7 @@ def connect(rc: RayConfig) -> bool:
     if ray.is_initialized():
         return False
     env = {"PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p),
-           "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
     opts: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": False, "include_dashboard": False}
     if rc.address is None:
         opts.update(address="local", num_cpus=rc.local_cpus or os.cpu_count(),

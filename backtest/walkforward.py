@@ -33,6 +33,7 @@ import pandas as pd
 from backtest.config import Config, FeaturesConfig, ModelConfig, WalkForwardConfig
 from backtest.errors import ConfigError
 from backtest.features import FoldTransform, feature_matrix, first_valid_row, target_returns
+from backtest.quiet import import_tensorflow
 
 
 @dataclass(frozen=True)
@@ -404,6 +405,8 @@ def execute(plan: Plan, wf: WalkForwardConfig, on_result: Callable[[FoldResult],
         return execute_grouped(plan, wf, on_result)
     results: list[FoldResult] = []
     if wf.executor == "sequential" or wf.workers == 1:
+        if _needs_tensorflow(t for chain in plan.chains for t in chain):
+            import_tensorflow()
         cache: dict = {}
         for chain in plan.chains:
             for task in chain:
@@ -414,7 +417,8 @@ def execute(plan: Plan, wf: WalkForwardConfig, on_result: Callable[[FoldResult],
         return results
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(max_workers=wf.workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=wf.workers, mp_context=mp.get_context("spawn"),
+                             initializer=import_tensorflow) as pool:
         for chain_results in pool.map(run_chain, plan.chains):
             for r in chain_results:
                 results.append(r)
@@ -505,8 +509,16 @@ def _groups(tasks: list[FoldTask], size: int, at_least: int = 1) -> list[list[Fo
 _WORKER_CACHE: dict = {}
 
 
+def _needs_tensorflow(tasks: Iterable[FoldTask]) -> bool:
+    """Whether training these tasks imports TensorFlow (any network; the baselines fit in closed form)."""
+    from models import BASELINE_TYPES
+
+    return any(t.model_cfg.type not in BASELINE_TYPES for t in tasks)
+
+
 def _worker_init(threads: int) -> None:
-    """A grouped-executor worker: ``threads`` TensorFlow threads (set before TensorFlow starts)."""
+    """A grouped-executor worker: TensorFlow imported quietly, with ``threads`` threads (set before it starts)."""
+    import_tensorflow()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -630,6 +642,8 @@ def execute_grouped(plan: Plan, wf: WalkForwardConfig,
         if on_result:
             on_result(r)
     if wf.executor == "sequential" or wf.workers == 1 or len(units) <= 1:
+        if _needs_tensorflow(t for _, tasks in units for t in tasks):
+            import_tensorflow()
         cache: dict = {}
         for unit in units:
             for d, r in _run_units([unit], cache):

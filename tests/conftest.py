@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # Ray test clusters stay on 127.0.0.1: with this, Ray takes the loopback address as the node address instead of
 # the machine's interface address (read when ray is first imported, so it is set before any test imports it).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
