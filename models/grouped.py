@@ -18,7 +18,7 @@ it starts its next epoch the step after its last batch, and its validation pass 
 at its own epoch ends; a finished model's slot takes the next waiting training (see :func:`fit_group`).
 A step computes only the slots whose models still train: it is given their slot indices, gathers their
 weights inside the compiled step and scatters their counters back, so finished slots cost nothing and a
-shrinking group needs no new compiled shape (a new shape is a graph trace: 1-3.5 s and 15-60 MiB here).
+shrinking group needs no new compiled shape (a new shape is a graph trace: 1-3.5 s and up to 60 MiB here).
 
 Why grouped layers in ``keras.ops`` rather than JAX's stateless step mapped over weights: TensorFlow is
 the declared backend; grouped layers run in its graph mode (XLA was measured slower for a grouped LSTM
@@ -236,7 +236,7 @@ def _make_layers() -> dict[str, type]:
         comes from (its seed, its own step count, this layer), see :func:`_keep_mask`. (One stateless
         random draw per model was a third of a bidirectional LSTM step at 13 models.)"""
 
-        def call(self, x: Any, training: bool = False, seeds: Any = None, live: Any = None) -> Any:
+        def call(self, x: Any, training: bool = False, seeds: Any = None) -> Any:
             if not training or self.spec.rate <= 0 or seeds is None:
                 return x
             keep = _keep_mask(x, seeds, self.index, self.spec.rate)

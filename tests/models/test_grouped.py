@@ -208,7 +208,7 @@ def test_a_new_architecture_drops_the_other_trainers() -> None:
     gru = make_forecaster("gru", units=4, seed=0, horizon=1).full_architecture(1)
     cache[("lstm", 3, 2)] = "a single-model trainer"  # not a group trainer: left alone
     a, _ = _trainer(lstm, 2, 3, 2, TrainSettings(), cache)
-    b, _ = _trainer(lstm, 3, 3, 2, TrainSettings(), cache)
+    _trainer(lstm, 3, 3, 2, TrainSettings(), cache)
     assert _trainer(lstm, 2, 3, 2, TrainSettings(), cache)[0] is a
     assert len([k for k in cache if k[0] == "group"]) == 2
     _trainer(gru, 2, 3, 2, TrainSettings(), cache)
