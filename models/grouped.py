@@ -16,9 +16,12 @@ The loss of the group is the sum of each model's own batch MSE over its valid ro
 disjoint, so each model gets exactly the gradient it would get alone. Each model keeps its own epoch clock:
 it starts its next epoch the step after its last batch, and its validation pass and early-stopping check run
 at its own epoch ends; a finished model's slot takes the next waiting training (see :func:`fit_group`).
-A step computes only the slots whose models still train: it is given their slot indices, gathers their
-weights inside the compiled step and scatters their counters back, so finished slots cost nothing and a
-shrinking group needs no new compiled shape (a new shape is a graph trace: 1-3.5 s and up to 60 MiB here).
+A group of at most ``_STATIC_SLOTS`` slots feeds every slot at every step (a slot without rows computes
+and does not move), so its trainer is traced for one shape. A larger group feeds only the slots whose
+models still train: it is given their slot indices, gathers their weights inside the compiled step and
+scatters their counters back, so at the end of a unit the finished slots cost nothing, for one more trace
+(TensorFlow relaxes the leading dimension at the second shape it sees; measured here about 5 MiB for an
+LSTM(32), about 90 MiB and one more trace time for the 3-layer BiLSTM(8), whose groups are small).
 
 Why grouped layers in ``keras.ops`` rather than JAX's stateless step mapped over weights: TensorFlow is
 the declared backend; grouped layers run in its graph mode (XLA was measured slower for a grouped LSTM
@@ -62,6 +65,11 @@ class LayerSpec:
 
 
 _UNROLL = 1  # scan steps per loop iteration: 1 measured fastest here (19.6 ms vs 22.4 ms at 5 for 13 LSTM(64) models)
+#: Groups of at most this many slots feed every slot at every step (a slot with no rows computes and does
+#: not move), so their trainer keeps one traced shape; larger groups feed only their live slots (the tail of
+#: a unit costs only its live models, for one more, shape-relaxed trace: ~5 MiB for an LSTM(32), ~90 MiB for
+#: the 3-layer bidirectional LSTM, whose memory-bound groups are small).
+_STATIC_SLOTS = 8
 _CACHE_MAX = 4  # compiled group trainers a cache keeps (least recently used dropped): each holds 35-70 MiB of graphs (not all returned once dropped)
 
 
@@ -262,7 +270,7 @@ def _make_classes() -> tuple[type, type]:
         """``n_models`` networks of one architecture: ``(G, B, T, F) -> (G, B, horizon)``, or, called with
         ``(x, live)``, only the slots ``live`` (int32 ``(n,)``): ``x`` ``(n, B, T, F) -> (n, B, horizon)`` with
         those slots' weights (gathered in the step, so the gradients of the others are zero and a group
-        whose models have finished costs only its live ones, with no new compiled shape).
+        whose models have finished costs only its live ones; used by groups of more than ``_STATIC_SLOTS``).
 
         Non-trainable state, set by the trainer once per round (not per step: a variable assign from
         Python costs about as much as 5% of a step): ``model_seeds`` ``(G,)`` int32 and ``steps`` ``(G,)``,
@@ -464,9 +472,10 @@ def fit_group(specs: list[LayerSpec], members: list[Member], settings: TrainSett
 
     ``slots``: how many members train at once (default: all). Members take the slots in the given order; at
     each epoch end a finished member's slot is refilled with the next waiting one (its own fresh weights,
-    zeroed optimizer slots and step count), so no slot idles while members wait. Each step computes only
-    the slots whose models still train (their weights gathered inside the step), so when none wait the
-    finished ones cost nothing and no new shape is compiled. ``cache`` (optional, owned by the caller) keeps
+    zeroed optimizer slots and step count), so no slot idles while members wait. A group of at most
+    ``_STATIC_SLOTS`` slots feeds all of them at every step (one traced shape); a larger one feeds only the
+    slots whose models still train (their weights gathered inside the step), so when none wait the
+    finished ones cost nothing. ``cache`` (optional, owned by the caller) keeps
     compiled group trainers by slot count across calls to skip graph tracing; each is reset before use, so
     results do not depend on it.
     """
@@ -595,22 +604,27 @@ def _train_rounds(states: list[_MemberState], slot: list[int | None], queue: lis
 
     for g, i in enumerate(list(slot)):
         seat(g, i)
+    static = G <= _STATIC_SLOTS  # every slot fed at every step: one traced shape
     _load_slots(net, opt, cur, list(range(G)))
     while True:
         live = [g for g, s in enumerate(cur) if s is not None and not s.done]
         if not live:
             return
-        idx = np.zeros((len(live), B), "int64")
-        w = np.zeros((len(live), B), "float32")
-        for j, g in enumerate(live):
+        fed = list(range(G)) if static else live  # the slots this step's inputs carry
+        idx = np.zeros((len(fed), B), "int64")
+        w = np.zeros((len(fed), B), "float32")  # a fed slot that is not live has no rows: it does not move
+        for j, g in enumerate(fed):
             s = cur[g]
+            if s is None or s.done:
+                continue
             rows = s.epoch_order[s.pos:s.pos + B]
             idx[j, :len(rows)] = rows
             w[j, :len(rows)] = 1.0
             s.pos += len(rows)
             s.step += 1
-        at = np.asarray(live, "int32")
-        net.train_on_batch((Xp[at[:, None], idx], at), yp[at[:, None], idx], sample_weight=w)
+        at = np.asarray(fed, "int32")
+        x = Xp[at[:, None], idx]
+        net.train_on_batch(x if static else (x, at), yp[at[:, None], idx], sample_weight=w)
         stats.steps += 1
         stats.active_model_steps += len(live)
         stats.idle_model_steps += G - len(live)
@@ -668,23 +682,28 @@ def _get_group_weights(net: Any) -> list[np.ndarray]:
 
 def _val_losses(net: Any, states: list[_MemberState | None], which: list[int], B: int) -> dict[int, float]:
     """Validation MSE (mean over rows and outputs, as Keras' ``val_loss``) of the members in slots
-    ``which`` (only those slots computed)."""
+    ``which`` (only those slots computed, in groups of more than ``_STATIC_SLOTS``; a smaller group computes
+    all of its slots, its one traced shape)."""
     T, F = states[which[0]].m.X.shape[1:]
-    sizes = [len(states[g].m.X_val) for g in which]
+    G = len(states)
+    static = G <= _STATIC_SLOTS  # as in training
+    fed = list(range(G)) if static else which
+    sizes = {g: len(states[g].m.X_val) for g in which}
     chunk = max(B, 256)
-    at = np.asarray(which, "int32")
-    sq = np.zeros(len(which))
-    for start in range(0, max(sizes), chunk):
-        xb = np.zeros((len(which), chunk, T, F), "float32")
-        for j, g in enumerate(which):
-            part = states[g].m.X_val[start:start + chunk]
-            xb[j, :len(part)] = part
-        pred = np.asarray(net.predict_on_batch((xb, at)))
-        for j, g in enumerate(which):
-            if sizes[j] > start:
+    at = np.asarray(fed, "int32")
+    sq = dict.fromkeys(which, 0.0)
+    for start in range(0, max(sizes.values()), chunk):
+        xb = np.zeros((len(fed), chunk, T, F), "float32")
+        for j, g in enumerate(fed):
+            if g in sizes:
+                part = states[g].m.X_val[start:start + chunk]
+                xb[j, :len(part)] = part
+        pred = np.asarray(net.predict_on_batch(xb if static else (xb, at)))
+        for j, g in enumerate(fed):
+            if sizes.get(g, 0) > start:
                 yv = states[g].m.y_val[start:start + chunk]
-                sq[j] += float(np.sum(np.mean((pred[j, :len(yv)] - yv) ** 2, axis=-1)))
-    return {g: sq[j] / sizes[j] for j, g in enumerate(which)}
+                sq[g] += float(np.sum(np.mean((pred[j, :len(yv)] - yv) ** 2, axis=-1)))
+    return {g: sq[g] / sizes[g] for g in which}
 
 
 def activation_bytes_per_row(specs: list[LayerSpec], lookback: int, n_inputs: int) -> float:

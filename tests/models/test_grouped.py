@@ -148,11 +148,15 @@ def test_dropout_keep_mask_rate_and_scaling() -> None:
     np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(layer(x, training=False, seeds=seeds))), x)
 
 
-def test_refilled_slots_train_each_model_as_alone() -> None:
+@pytest.mark.parametrize("static_slots", [8, 0], ids=["one-shape", "live-slots"])
+def test_refilled_slots_train_each_model_as_alone(static_slots: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Five models through two slots (a finished model's slot is refilled with the next, fresh): each ends
     where it ends trained alone, early stopping at its own epoch included, and no slot idles while
-    models wait."""
+    models wait; both when every slot is fed at every step (small groups) and when only the live ones are."""
+    from models import grouped
     from models.grouped import GroupStats
+
+    monkeypatch.setattr(grouped, "_STATIC_SLOTS", static_slots)
 
     fc = make_forecaster("gru", units=4, seed=0, horizon=1, dropout=0.0)
     specs = fc.full_architecture(1)
@@ -215,3 +219,33 @@ def test_a_new_architecture_drops_the_other_trainers() -> None:
     groups = [k for k in cache if k[0] == "group"]
     assert len(groups) == 1 and groups[0][1] == tuple(gru)
     assert ("lstm", 3, 2) in cache
+
+
+def test_small_groups_feed_one_shape_large_groups_their_live_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group of at most ``_STATIC_SLOTS`` slots feeds every slot at every step (one input shape: its
+    trainer is traced once); a larger one feeds only its live slots once models finish at different epochs."""
+    from models import grouped
+
+    monkeypatch.setattr(grouped, "_STATIC_SLOTS", 2)
+    specs = make_forecaster("lstm", units=4, seed=0, horizon=1).full_architecture(1)
+    members = []
+    for g, n in enumerate((20, 44, 28, 36)):
+        X, y = data(n, g)
+        Xv, yv = data(8, 90 + g)
+        members.append(Member(X, y, Xv, -yv if g % 2 else yv, seed=g))
+    st = TrainSettings(epochs=4, batch_size=8, patience=1, learning_rate=1e-2)
+    fed: dict[int, list[int]] = {}
+    for slots in (2, 3):
+        cache: dict = {}
+        net, _ = grouped._trainer(specs, slots, 3, 2, st, cache)
+        train = net.train_on_batch
+
+        def spy(x, *a, _slots=slots, _train=train, **k):
+            fed.setdefault(_slots, []).append(len(x[0] if isinstance(x, tuple) else x))
+            return _train(x, *a, **k)
+
+        net.train_on_batch = spy
+        fits = grouped.fit_group(specs, members, st, cache=cache, slots=slots)
+        assert len({len(f.history) for f in fits}) > 1  # the models finished at different epochs
+    assert set(fed[2]) == {2}
+    assert set(fed[3]) > {3} and min(fed[3]) < 3
