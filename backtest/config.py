@@ -115,6 +115,9 @@ class FeaturesConfig(_Section):
         "window", description="window = p/p[0]-1 per window (levels); minmax/standard = scaler fit on the fold's training rows only"
     )
     target: Literal["return", "close"] = Field("return", description="return = next-bar log return r[t+1]; close = next close level")
+    scale_target: bool = Field(
+        True, description="target = 'return': models train on r[t+1] divided by its standard deviation over the "
+        "fold's training rows (forecasts scaled back); false: on the raw log returns, as a plain Keras loop does")
     horizon: int = Field(1, ge=1, le=100, description="K bars ahead: the model outputs r[t+1..t+K]")
     pooled: bool = Field(
         False, description="universe runs: one model per fold trained on every eligible symbol's windows (false: one walk-forward per symbol)",

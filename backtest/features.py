@@ -125,7 +125,7 @@ class FoldTransform:
             other = [i for i, c in enumerate(columns) if c not in LEVEL_INPUTS]
             if other:
                 t.other_scaler = StandardScaler().fit(seen[:, other])
-        if cfg.target == "return":
+        if cfg.target == "return" and cfg.scale_target:
             s = float(np.nanstd(y_train))
             t.y_scale = s if s > 0 else 1.0
         return t

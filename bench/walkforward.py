@@ -9,7 +9,8 @@ Arms, each in its own process (peak RSS is its own, children included):
 * (a) ``tutorial``: a new ``keras.Sequential`` per fold, ``fit(epochs=20, batch_size=32)``, ``predict``; it
   imports nothing from the project (``bench/tutorial.py``, the bundled CSV path only);
 * (b) ``engine``: ``run_forecasts`` on the same work (20 epochs, batch 32, no validation, no early
-  stopping, cold start), grouped training, process executor with 2 workers;
+  stopping, cold start, the raw log returns as targets: ``scale_target = false``), grouped training,
+  process executor with 2 workers;
 * (c) ``fast``: the engine with the same folds and architecture, grouped, batch 256, early stopping
   (patience 3 on a 10% validation tail), 20 epochs at most, ``group_memory_mib = 72`` (``FAST_*``);
 * ``all5``: one run of all five network types over the full history with (c)'s settings, at the widths of
@@ -72,7 +73,10 @@ def engine_config(models: list[str], arm: str, max_folds: int | None) -> dict:
         wf["group_memory_mib"] = FAST_MEMORY_MIB
     if max_folds:
         wf["max_folds"] = max_folds
-    return {"features": {"lookback": 30, "inputs": ["log_return"], "normalize": "none"}, "walkforward": wf,
+    # (b) trains on the raw log returns, as the tutorial loop does; (c) keeps the engine's default (r[t+1] over
+    # its training std, forecasts scaled back)
+    feats = {"lookback": 30, "inputs": ["log_return"], "normalize": "none", "scale_target": fast}
+    return {"features": feats, "walkforward": wf,
             "models": {m: model_config(m, arm) for m in models}, "strategies": {}, "run": {"name": arm}}
 
 

@@ -52,6 +52,27 @@ def test_no_training_target_reaches_the_test_block(window: str, horizon: int, va
     assert all(a.test_stop == b.test_start for a, b in zip(folds, folds[1:]))
 
 
+@pytest.mark.parametrize("scale", [True, False])
+def test_return_targets_scaled_by_training_std_unless_switched_off(btc: pd.DataFrame, scale: bool) -> None:
+    """``scale_target`` (default): the model trains on r[t+1] / std(r over the fold's training rows) and its
+    forecasts decode back to log returns; off: on the raw log returns (the tutorial loop's targets)."""
+    cfg = tiny_cfg({"p": {"type": "persistence"}}, features={"inputs": ["log_return"], "normalize": "none",
+                                                             "scale_target": scale})
+    bars = btc.iloc[:300]
+    feats = feature_matrix(bars, cfg.features.inputs)
+    close = bars["close"].to_numpy()
+    y = target_returns(close, 1)
+    rows = np.arange(40, 200)
+    tr = FoldTransform.fit(cfg.features, feats.to_numpy(), close, rows, y[rows], list(feats.columns))
+    z = tr.encode_y(y[rows], close, rows)
+    std = float(np.std(y[rows]))
+    if scale:
+        assert tr.y_scale == pytest.approx(std) and np.std(z) == pytest.approx(1.0)
+    else:
+        assert tr.y_scale == 1.0 and np.array_equal(z, y[rows])
+    np.testing.assert_allclose(tr.decode_y(z, close, rows), y[rows], rtol=1e-12)
+
+
 def test_targets_and_features_are_causal(btc: pd.DataFrame) -> None:
     bars = btc.iloc[:300]
     y = target_returns(bars["close"].to_numpy(), 2)
