@@ -376,14 +376,16 @@ def _check_strategy(name: str, s: "StrategyConfig", cfg: "Config") -> None:
                              f"{' and '.join(skip)} (models: {', '.join(names) or 'none'})")
 
 
-#: Keys added for universe runs, with the value that means "not a universe": left out of identities
-#: (run fingerprints, paper accounts) at that value, so single-symbol runs made before they existed still resume.
-_UNIVERSE_DEFAULTS = {"data": {"symbols": None, "paths": None}, "features": {"pooled": False, "symbol_input": "none"}}
+#: Keys added after run directories existed (universe runs; ``scale_target``), with the value that means the
+#: behaviour before them ("not a universe"; return targets scaled): left out of identities (run fingerprints,
+#: paper accounts) at that value, so runs made before they existed still resume.
+_ADDED_KEY_DEFAULTS = {"data": {"symbols": None, "paths": None},
+                       "features": {"pooled": False, "symbol_input": "none", "scale_target": True}}
 
 
 def identity_section(section: str, dumped: dict[str, Any]) -> dict[str, Any]:
-    """``dumped`` (a section's ``model_dump(mode="json")``) without universe keys left at their single-symbol value."""
-    defaults = _UNIVERSE_DEFAULTS.get(section, {})
+    """``dumped`` (a section's ``model_dump(mode="json")``) without the keys added later left at their old value."""
+    defaults = _ADDED_KEY_DEFAULTS.get(section, {})
     return {k: v for k, v in dumped.items() if not (k in defaults and v == defaults[k])}
 
 

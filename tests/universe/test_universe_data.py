@@ -61,20 +61,23 @@ def test_resolved_config_with_paths_round_trips_through_toml() -> None:
 
 
 def test_single_symbol_fingerprint_ignores_the_new_universe_keys() -> None:
-    """Run directories made before universes existed keep resuming: the new keys at their defaults are not hashed."""
+    """Run directories made before universes (and ``scale_target``) existed keep resuming: the keys added later
+    are not hashed at their defaults."""
     cfg = parse_config({})
     import json
 
     d = cfg.model_dump(mode="json")
     data = {k: v for k, v in d["data"].items()
             if k not in ("cache_dir", "base_url", "timeout_ms", "max_retries", "symbols", "paths")}
-    features = {k: v for k, v in d["features"].items() if k not in ("pooled", "symbol_input")}
+    features = {k: v for k, v in d["features"].items() if k not in ("pooled", "symbol_input", "scale_target")}
     wf = {k: v for k, v in d["walkforward"].items() if k not in ("executor", "workers")}
     old = {"data": data, "data_sha256": "x", "features": features, "walkforward": wf, "models": d["models"],
            "seeds": d["run"]["seeds"], "deterministic": d["run"]["deterministic"]}
     assert forecast_fingerprint(cfg, "x") == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
     pooled = parse_config({"features": {"pooled": True}})
     assert forecast_fingerprint(pooled, "x") != forecast_fingerprint(cfg, "x")
+    raw = parse_config({"features": {"scale_target": False}})  # added later too: hashed only when changed
+    assert forecast_fingerprint(raw, "x") != forecast_fingerprint(cfg, "x")
 
 
 # --- bundled --------------------------------------------------------------------------------------
