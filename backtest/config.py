@@ -136,6 +136,12 @@ class FeaturesConfig(_Section):
             raise ValueError("inputs are repeated")
         return v
 
+    @model_validator(mode="after")
+    def _scale_target_needs_returns(self) -> "FeaturesConfig":
+        if not self.scale_target and self.target != "return":
+            raise ValueError("scale_target applies to target = 'return' only (close levels are encoded by normalize)")
+        return self
+
 
 class WalkForwardConfig(_Section):
     """``[walkforward]``: the fold plan (in bars) and how folds are executed."""

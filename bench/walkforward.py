@@ -12,7 +12,8 @@ Arms, each in its own process (peak RSS is its own, children included):
   stopping, cold start, the raw log returns as targets: ``scale_target = false``), grouped training,
   process executor with 2 workers;
 * (c) ``fast``: the engine with the same folds and architecture, grouped, batch 256, early stopping
-  (patience 3 on a 10% validation tail), 20 epochs at most, ``group_memory_mib = 72`` (``FAST_*``);
+  (patience 3 on a 10% validation tail), 20 epochs at most, ``group_memory_mib = 72`` (``FAST_*``), the
+  engine's default scaled targets;
 * ``all5``: one run of all five network types over the full history with (c)'s settings, at the widths of
   ``configs/default.toml`` (``ALL5_WIDTHS``; ``--no-all5`` skips); its wall time is the run's, per-type rows
   carry the forecast figures.

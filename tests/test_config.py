@@ -27,6 +27,7 @@ def test_defaults_add_baselines() -> None:
     ({"backtest": {"fees": 1.0}}, "backtest.fees: Input should be less than 1"),
     ({"features": {"normalize": "global"}}, "features.normalize: Input should be 'window', 'minmax', 'standard' or 'none'"),
     ({"features": {"inputs": ["close", "rsj"]}}, "unknown input 'rsj' \\(did you mean 'rsi'\\?\\)"),
+    ({"features": {"target": "close", "scale_target": False}}, "scale_target applies to target = 'return' only"),
     ({"walkforward": {"window": "rolling"}}, "train_length is required"),
     ({"walkforward": {"training": "grouped", "warm_start": True}}, "training = 'grouped' needs cold starts; with warm_start"),
     ({"walkforward": {"training": "batched"}}, "walkforward.training: Input should be 'auto', 'grouped' or 'per_fold'"),

@@ -222,8 +222,8 @@ def test_a_new_architecture_drops_the_other_trainers() -> None:
 
 
 def test_small_groups_feed_one_shape_large_groups_their_live_slots(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A group of at most ``_STATIC_SLOTS`` slots feeds every slot at every step (one input shape: its
-    trainer is traced once); a larger one feeds only its live slots once models finish at different epochs."""
+    """A group of at most ``_STATIC_SLOTS`` slots feeds every slot at every step (one input shape); a larger
+    one feeds only its live slots once models finish at different epochs."""
     from models import grouped
 
     monkeypatch.setattr(grouped, "_STATIC_SLOTS", 2)
