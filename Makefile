@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench bench-quick clean
+.PHONY: run test install browser bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "walkforward needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 2; }
@@ -20,7 +20,16 @@ install: $(STAMP)
 run: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/walkforward run configs/default.toml --out runs
 
-test: $(STAMP)
+# The browser tests open pages in headless Chromium (Debian's package; installed once, as root or with sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; }
+	@command -v chromium >/dev/null 2>&1 || { echo "make browser: could not install Debian's chromium package"; exit 2; }
+
+test: $(STAMP) browser
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python -m pytest -q
 
 # Issue 9's reference workload, every arm (tutorial loop, engine, fastest engine, all five types): one table,
