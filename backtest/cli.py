@@ -42,7 +42,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
         print(format_summary(summary(load_data(cfg, now=now, progress=not args.no_progress, hint_style="cli"))))
         return 0
     from backtest.data.load import summary_line
-    from backtest.universe.data import load_universe
+    from backtest.data.universe import load_universe
 
     data = load_universe(cfg.model_copy(update={"symbols": symbols}), now=now, progress=not args.no_progress)
     for sym in data.symbols:

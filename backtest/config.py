@@ -154,8 +154,10 @@ class WalkForwardConfig(_Section):
     warm_start: bool = Field(False, description="fold k starts from fold k-1's weights")
     warm_start_epochs: int | None = Field(None, ge=1, description="epochs for warm-started folds (default: a third of epochs)")
     executor: Literal["sequential", "process", "ray"] = Field(
-        "sequential", description="run folds in this process, in worker processes, or as Ray tasks (see [ray])")
-    workers: int = Field(2, ge=1, le=256, description="worker processes for executor = 'process'")
+        "process", description="where units of work run: in worker processes (default: one per core), in this "
+        "process, or as Ray tasks (see [ray]); every executor gives the same forecasts")
+    workers: int | None = Field(None, ge=1, le=256, description="worker processes for executor = 'process'; "
+                                "unset = one per core of the machine")
     max_folds: int | None = Field(None, ge=1, description="stop after this many folds (quick looks; the plan is otherwise unchanged)")
     training: Literal["auto", "grouped", "per_fold"] = Field(
         "auto", description="grouped: cold-start trainings of one architecture (folds, seeds) trained together as one "

@@ -1,14 +1,18 @@
-"""``walkforward run``: forecasts, evaluation and report in one call (the Python API for notebooks too)."""
+"""``walkforward run``: forecasts, evaluation and report in one call (the Python API for notebooks too).
+
+The orchestration that needs the reports lives here, above them: ``backtest.run`` (forecasts) and
+``backtest.evaluate`` (metrics) import nothing from ``reports``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from backtest.atomic import write_text
 from backtest.config import Config
-from backtest.evaluate import Evaluation, evaluate
 from backtest.run import ForecastRun, run_forecasts
 
 
@@ -18,7 +22,7 @@ class RunResult:
 
     run_dir: Path
     forecasts: ForecastRun
-    evaluation: Evaluation
+    evaluation: Any
     report_path: Path
 
     @property
@@ -26,7 +30,7 @@ class RunResult:
         return self.forecasts.predictions
 
 
-def write_evaluation(run_dir: Path, ev: Evaluation) -> None:
+def write_evaluation(run_dir: Path, ev: Any) -> None:
     """``metrics.json``, ``equity.csv`` (wide, quote currency at each bar's close) and ``trades.csv``."""
     ev.metrics.write(run_dir / "metrics.json")
     write_text(run_dir / "equity.csv", ev.equity.to_csv(float_format="%.6f"))
@@ -34,19 +38,22 @@ def write_evaluation(run_dir: Path, ev: Evaluation) -> None:
 
 
 def run_all(cfg: Config, out: str | Path = "runs", *, progress: bool = False) -> RunResult:
-    """Run or resume the forecasts, simulate every model x strategy, write metrics and the HTML report.
-
-    A config naming a universe (``data.symbols`` or ``data.paths``) runs :func:`backtest.universe.run.run_universe`
-    instead and returns its ``UniverseRunResult`` (same ``run_dir``, ``predictions`` and ``report_path``).
-    """
-    if cfg.data.universe() is not None:
-        from backtest.universe.run import run_universe
-
-        return run_universe(cfg, out, progress=progress)  # type: ignore[return-value]
+    """Run or resume the forecasts, simulate every model x strategy, write metrics and the HTML report."""
     fr = run_forecasts(cfg, out, progress=progress)
-    ev = evaluate(cfg, fr.predictions, fr.data.bars, fr.data.timeframe, synthetic=fr.data.synthetic)
-    write_evaluation(fr.run_dir, ev)
-    from reports.html import write_report
+    data = fr.data
+    if not fr.universe:
+        from backtest.evaluate import evaluate
+        from reports.html import write_report
 
-    report = write_report(fr.run_dir, ev.metrics, fr.predictions, fr.history, ev.equity)
+        sym = data.symbols[0]
+        ev = evaluate(cfg, fr.predictions, data.bars[sym], data.timeframe, synthetic=data.synthetic[sym])
+        write_evaluation(fr.run_dir, ev)
+        report = write_report(fr.run_dir, ev.metrics, fr.predictions, fr.history, ev.equity)
+    else:
+        from backtest.universe.evaluate import evaluate_universe
+        from reports.universe import write_universe_report
+
+        ev = evaluate_universe(cfg, fr.predictions, data.bars, data.timeframe, synthetic=data.synthetic)
+        write_evaluation(fr.run_dir, ev)
+        report = write_universe_report(fr.run_dir, ev.metrics, fr.predictions, ev.equity)
     return RunResult(fr.run_dir, fr, ev, Path(report))

@@ -1,9 +1,13 @@
-"""``walkforward predict``: the next bar's forecast and signals from a finished run's newest fold models.
+"""``walkforward predict``: the next bar's forecast and signals from a finished run's fold models.
 
 The forecast is for bar ``T+1`` where ``T`` is the data's last *closed* bar: the
-input window ends at ``T`` (bars <= T only), the model and its fitted transform
-are the ones the run's last fold trained (on rows ``t <= T0 - 1 - horizon``,
-``T0`` = that fold's first test bar). Signals come from the backtest's own
+input window ends at ``T`` (bars <= T only), and the model and its fitted
+transform are those of the **newest fold whose test block starts at or before
+T** (read with :func:`backtest.folds.store.read_saved_fold`): it trained on rows
+``t <= T0 - 1 - horizon`` (``T0`` = its first test bar <= T), so every bar it saw
+lies before the forecast bar, and when ``T`` is inside the run's test span its
+forecast is the backtest's own forecast made at ``T``. Data that ends before the
+run's first test bar has no such fold: refused in one line. Signals come from the backtest's own
 code (:func:`strategies.build.build_signals`): the new forecast row is appended
 to the run's out-of-sample predictions, so K-step sums, hysteresis state,
 ensembles and baselines are exactly what the backtest would have decided; the
@@ -12,7 +16,6 @@ result: its track record is the run's out-of-sample metrics.
 """
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from backtest.data.frame import timeframe_delta
 from backtest.data.load import load_data, load_source
 from backtest.errors import RunDirError
 from backtest.features import feature_matrix
+from backtest.folds.store import SavedFold, fold_test_span, read_saved_fold
 from backtest.rundir import read_run
 from strategies.build import build_signals
 
@@ -52,14 +56,26 @@ class NextBar:
     warnings: list[str] = field(default_factory=list)
 
 
-def _newest_fold(run_dir: Path, model: str, seed: int) -> Path:
+def fold_for(run_dir: Path, model: str, seed: int, last_bar: pd.Timestamp) -> SavedFold:
+    """The newest complete fold of ``model`` / ``seed`` whose test block starts at or before ``last_bar`` (the
+    data's last closed bar T, the decision bar): its training rows all lie before the forecast bar T+1, and
+    its forecast at T is the backtest's. One :class:`RunDirError` line when no fold qualifies."""
     base = run_dir / "folds" / model
-    folds = sorted((int(p.name) for p in base.iterdir() if p.name.isdigit()), reverse=True) if base.is_dir() else []
-    for k in folds:
+    ks = sorted((int(p.name) for p in base.iterdir() if p.name.isdigit()), reverse=True) if base.is_dir() else []
+    first = None
+    for k in ks:
         d = base / str(k) / f"seed-{seed}"
-        if (d / "forecasts.csv").exists() and (d / "transform.pkl").exists():
-            return d
-    raise RunDirError(f"{run_dir}: no finished fold with a saved model for {model!r}")
+        if not (d / "forecasts.csv").exists():
+            continue
+        start, _ = fold_test_span(d)
+        first = start
+        if start <= last_bar:
+            return read_saved_fold(d)
+    if first is None:
+        raise RunDirError(f"{run_dir}: no finished fold with a saved model for {model!r}")
+    raise RunDirError(f"{run_dir}: the data ends at {last_bar.isoformat()}, before the run's first test bar "
+                      f"{first.isoformat()}: no fold of {model!r} was trained only on bars before it; "
+                      f"give data that reaches {first.isoformat()}")
 
 
 def _source_symbol(spec: str) -> str | None:
@@ -71,7 +87,8 @@ def _source_symbol(spec: str) -> str | None:
 
 
 def predict_next(run_dir: Path, *, data_source: str | None = None, model: str | None = None) -> NextBar:
-    """Forecast the bar after the data's last closed bar with each model of the run (shown: just ``model``).
+    """Forecast the bar after the data's last closed bar T with each model of the run (shown: just ``model``),
+    using each model's fold chosen by :func:`fold_for` (the newest whose test block starts at or before T).
 
     A model is reported as stale (``warnings``) when it is older than one retraining step: the forecast
     bar lies beyond its fold's first test bar + ``walkforward.step`` + ``features.horizon`` bars, i.e. the
@@ -79,8 +96,6 @@ def predict_next(run_dir: Path, *, data_source: str | None = None, model: str | 
 
     Refuses (one-line :class:`RunDirError`) data of another timeframe or symbol than the run's.
     """
-    from models.base import Forecaster
-
     run_dir = Path(run_dir)
     cfg, meta, preds = read_run(run_dir)
     if cfg.data.universe() is not None:
@@ -100,7 +115,6 @@ def predict_next(run_dir: Path, *, data_source: str | None = None, model: str | 
     delta = timeframe_delta(data.timeframe)
     feats_df = feature_matrix(bars, cfg.features.inputs)
     feats, close = feats_df.to_numpy(), bars["close"].to_numpy()
-    row = np.array([len(bars) - 1])
     if np.isnan(feats[len(bars) - cfg.features.lookback:]).any():
         raise RunDirError(f"{data.source}: too few bars for a {cfg.features.lookback}-bar window")
     last, nxt = bars.index[-1], bars.index[-1] + delta
@@ -110,25 +124,21 @@ def predict_next(run_dir: Path, *, data_source: str | None = None, model: str | 
     new_rows, info, warnings = [], {}, []
     for name in names:
         for seed in cfg.run.seeds:
-            d = _newest_fold(run_dir, name, seed)
-            tr = pickle.loads((d / "transform.pkl").read_bytes())
-            fc = Forecaster.load(d / "model")
-            z = fc.predict(tr.transform_X(feats, row))
-            r = np.asarray(z if fc.target_space == "return" else tr.decode_y(z, close, row), dtype=float)[0]
-            test_start = pd.Timestamp(pd.read_csv(d / "forecasts.csv", usecols=["timestamp"])["timestamp"].iloc[0])
-            test_start = test_start.tz_localize("UTC") if test_start.tzinfo is None else test_start
-            new = {"timestamp": last, "model": name, "seed": seed, "fold": int(d.parent.name), "y_true": np.nan,
+            saved = fold_for(run_dir, name, seed, last)
+            r = saved.forecast(feats, close, len(bars) - 1)
+            test_start = saved.test_start
+            new = {"timestamp": last, "model": name, "seed": seed, "fold": saved.fold, "y_true": np.nan,
                    "y_pred": float(r[0]), "close": float(close[-1]), "pred_close": float(close[-1] * np.exp(r[0]))}
             for i, c in enumerate(steps):
                 new[c] = float(r[i]) if i < len(r) else np.nan
             new_rows.append(new)
             if seed == cfg.run.seeds[0]:
-                info[name] = (new, int(d.parent.name), test_start - (1 + cfg.features.horizon) * delta)
+                info[name] = (new, saved.fold, test_start - (1 + cfg.features.horizon) * delta)
                 # The schedule retrains every `step` bars from the fold's first test bar T0. A forecast bar
                 # beyond T0 + step + horizon means the data holds a full step of newer rows with known
                 # targets, so a re-run would train a newer model than this one.
                 if nxt > test_start + (cfg.walkforward.step + cfg.features.horizon) * delta:
-                    warnings.append(f"model {name!r} (fold {int(d.parent.name)}) is older than one retraining step: "
+                    warnings.append(f"model {name!r} (fold {saved.fold}) is older than one retraining step: "
                                     f"trained on bars up to {info[name][2].isoformat()}, {cfg.walkforward.step}-bar "
                                     f"step, forecasting {nxt.isoformat()}; re-run the run on newer data")
     keep = preds[preds["timestamp"] < last]

@@ -1,14 +1,20 @@
-"""One run end to end: data -> folds -> predictions -> (simulation, metrics, report).
+"""A run's forecasts: data -> fold plan -> units on an executor -> ``predictions.csv`` (docs/design.md).
 
-:func:`run_forecasts` is the Python API a notebook uses; it returns the
-predictions as a DataFrame and writes the run directory (DESIGN.md).
+:func:`run_forecasts` is the forecasting half of ``walkforward run`` and the Python API a notebook uses: it
+writes the run directory's ``config.toml``, ``fingerprint.txt``, ``folds/``, ``predictions.csv`` and
+``meta.json`` and returns the predictions. A single-symbol config is a universe of one: one plan
+(:func:`backtest.folds.plan.plan_run`), one executor protocol (:func:`backtest.folds.execute.execute`),
+one fold store. What differs with the number of symbols is only the layout the run directory has always
+had: a universe's ``predictions.csv`` has a ``symbol`` column after ``timestamp`` and its per-symbol
+folds live under ``folds/<SYMBOL>/``; ``meta.json`` describes each symbol's data under ``data.<SYMBOL>``.
+Nothing is written before the config, the data and the fold plan are valid (and, on Ray, the cluster
+answers).
 """
 from __future__ import annotations
 
 import json
 import platform
 import sys
-import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -18,13 +24,18 @@ import numpy as np
 import pandas as pd
 
 from backtest.atomic import write_json, write_text
-from backtest.config import Config, check_against_data
-from backtest.data.load import LoadedData, load_data
+from backtest.config import Config
+from backtest.data.load import LoadedData
+from backtest.data.universe import UniverseData, load_universe
 from backtest.features import target_returns
+from backtest.folds.execute import execute, session
+from backtest.folds.plan import RunPlan, plan_run
+from backtest.folds.store import FoldResult, FoldStore
 from backtest.rundir import PREDICTION_COLUMNS, check_or_claim, forecast_fingerprint
-from backtest.walkforward import FoldResult, build_plan, collect_forecasts, execute
 
 _PACKAGES = ("walkforward", "keras", "tensorflow", "numpy", "pandas", "scikit-learn", "vectorbt", "ccxt")
+#: ``predictions.csv`` columns of a universe run (extra ``y_pred_h*`` columns follow for horizon > 1).
+UNIVERSE_PREDICTION_COLUMNS = ["timestamp", "symbol"] + PREDICTION_COLUMNS[1:]
 
 
 def package_versions() -> dict[str, str | None]:
@@ -40,79 +51,144 @@ def package_versions() -> dict[str, str | None]:
 
 @dataclass
 class ForecastRun:
-    """What :func:`run_forecasts` returns."""
+    """What :func:`run_forecasts` returns: the run directory, the data (every symbol), the predictions as
+    written to ``predictions.csv``, the training history of every fold, whether it resumed, and the plan."""
 
     run_dir: Path
-    data: LoadedData
+    data: UniverseData
     predictions: pd.DataFrame
     history: pd.DataFrame
     resumed: bool
-    n_folds: int
+    plan: RunPlan
+
+    @property
+    def n_folds(self) -> int:
+        return self.plan.n_folds
+
+    @property
+    def universe(self) -> bool:
+        """Whether the predictions carry a ``symbol`` column (the config names a universe)."""
+        return "symbol" in self.predictions.columns
 
 
-def assemble_predictions(forecasts: pd.DataFrame, bars: pd.DataFrame, horizon: int) -> pd.DataFrame:
+def assemble_predictions(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], horizon: int,
+                         with_symbol: bool) -> pd.DataFrame:
     """Join fold forecasts with realised values: the ``predictions.csv`` table.
 
-    ``timestamp`` = bar t (its close is the last the forecast saw); ``y_true`` = r[t+1];
-    ``y_pred`` = r̂[t+1] (log return); ``close`` = close[t]; ``pred_close`` = close[t]*exp(y_pred).
-    For ``horizon`` > 1 the columns ``y_pred_h1..hK`` keep every step.
+    ``timestamp`` = bar t (its close is the last the forecast saw); ``symbol`` (universe runs) = its
+    market; ``y_true`` = r[t+1] of that symbol; ``y_pred`` = r̂[t+1] (log return); ``close`` = close[t]
+    (quote currency); ``pred_close`` = close[t]*exp(y_pred). For ``horizon`` > 1 the columns
+    ``y_pred_h1..hK`` keep every step. Rows by symbol (listing order), model, seed, timestamp.
     """
-    close = bars["close"]
-    pos = bars.index.get_indexer(forecasts["timestamp"])
-    y_true = target_returns(close.to_numpy(), 1)[:, 0]
-    out = forecasts.copy()
-    out["y_true"] = y_true[pos]
-    out["y_pred"] = out["y_pred_h1"]
-    out["close"] = close.to_numpy()[pos]
-    out["pred_close"] = out["close"] * np.exp(out["y_pred"])
-    extra = [c for c in out.columns if c.startswith("y_pred_h")] if horizon > 1 else []
-    out = out[PREDICTION_COLUMNS + extra]
-    return out.sort_values(["model", "seed", "timestamp"], kind="stable").reset_index(drop=True)
+    parts = []
+    for sym, b in bars.items():
+        out = forecasts[forecasts["symbol"] == sym].copy()
+        if out.empty:
+            continue
+        out["timestamp"] = out["timestamp"].astype(b.index.dtype)  # folds read back on resume parse as microseconds
+        close = b["close"].to_numpy()
+        pos = b.index.get_indexer(out["timestamp"])
+        out["y_true"] = target_returns(close, 1)[:, 0][pos]
+        out["y_pred"] = out["y_pred_h1"]
+        out["close"] = close[pos]
+        out["pred_close"] = out["close"] * np.exp(out["y_pred"])
+        extra = [c for c in out.columns if c.startswith("y_pred_h")] if horizon > 1 else []
+        parts.append(out[UNIVERSE_PREDICTION_COLUMNS + extra]
+                     .sort_values(["model", "seed", "timestamp"], kind="stable"))
+    preds = pd.concat(parts, ignore_index=True)
+    return preds if with_symbol else preds.drop(columns="symbol")
 
 
-def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = False, data: LoadedData | None = None) -> ForecastRun:
-    """Run (or resume) the walk-forward forecasts of ``cfg`` into ``out/<run.name>``.
+def run_data(cfg: Config, data: LoadedData | UniverseData | None = None, *, progress: bool = False) -> UniverseData:
+    """The run's data, every symbol validated (a single-symbol ``LoadedData`` is a universe of one)."""
+    if data is None:
+        return load_universe(cfg.data, progress=progress)
+    if isinstance(data, LoadedData):
+        return UniverseData.of_one(cfg.data.symbol, data)
+    return data
 
-    Writes ``config.toml``, ``meta.json``, ``folds/`` and ``predictions.csv``
-    and returns the predictions. Nothing is written before the config and the
-    data are valid.
-    """
+
+def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = False,
+                  data: LoadedData | UniverseData | None = None) -> ForecastRun:
+    """Run (or resume) the walk-forward forecasts of ``cfg`` into ``out/<run.name>`` (see the module docstring)."""
     started = pd.Timestamp.now(tz="UTC")
-    data = data if data is not None else load_data(cfg.data, progress=progress)
-    check_against_data(cfg, len(data.bars))
+    data = run_data(cfg, data, progress=progress)
+    plan = plan_run(cfg, data.bars)  # every symbol checked against the config: nothing written before
     run_dir = Path(out) / cfg.run.name
-    folds, plan = build_plan(cfg, data.bars, run_dir)
-    resumed = check_or_claim(run_dir, forecast_fingerprint(cfg, data.sha256))
-    write_text(run_dir / "config.toml", cfg.to_toml())
-    bar = _progress(plan.n_tasks, len(folds), progress)
-    results: list[FoldResult] = execute(plan, cfg.walkforward, on_result=bar, cfg=cfg)
-    if hasattr(bar, "close"):
-        bar.close()
-    forecasts = collect_forecasts(results)
-    preds = assemble_predictions(forecasts, data.bars, cfg.features.horizon)
+    wf = cfg.walkforward
+    with session(wf.executor, cfg.ray):
+        resumed = check_or_claim(run_dir, forecast_fingerprint(cfg, data.sha256))
+        write_text(run_dir / "config.toml", cfg.to_toml())
+        bar = _progress(len(plan.tasks), plan.n_folds, progress)
+        results = execute(plan.tasks, data.bars, FoldStore(run_dir), wf.executor, wf.workers, cfg.ray, on_result=bar)
+        if hasattr(bar, "close"):
+            bar.close()
+    forecasts = _collect(results)
+    preds = assemble_predictions(forecasts, data.bars, cfg.features.horizon, cfg.data.universe() is not None)
     write_text(run_dir / "predictions.csv", preds.to_csv(index=False, float_format="%.10g"))
-    history = pd.concat(
-        [r.history.assign(model=r.task_key[0], seed=r.task_key[1], fold=r.task_key[2]) for r in results if len(r.history)],
-        ignore_index=True,
-    ) if any(len(r.history) for r in results) else pd.DataFrame(columns=["epoch", "loss", "val_loss", "model", "seed", "fold"])
-    b = data.bars
-    meta: dict[str, Any] = {
-        "versions": package_versions(),
-        "data": {"source": data.source, "sha256": data.sha256, "first_bar": b.index[0].isoformat(),
-                 "last_bar": b.index[-1].isoformat(), "rows": len(b), "timeframe": data.timeframe,
-                 "repairs": data.report.repairs, "synthetic_bars": data.synthetic_bars},
+    write_json(run_dir / "meta.json", run_meta(cfg, data, plan, results, started, resumed))
+    return ForecastRun(run_dir, data, preds, _history(results), resumed, plan)
+
+
+def _collect(results: list[FoldResult]) -> pd.DataFrame:
+    """Fold forecasts as one frame: timestamp, symbol, model, seed, fold, y_pred_h1..hK."""
+    parts = []
+    for r in results:
+        df = r.forecasts.copy()
+        df.insert(2, "model", r.task_key[0])
+        df.insert(3, "seed", r.task_key[1])
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _history(results: list[FoldResult]) -> pd.DataFrame:
+    frames = [r.history.assign(model=r.task_key[0], seed=r.task_key[1], fold=r.task_key[2]) for r in results
+              if len(r.history)]
+    if not frames:
+        return pd.DataFrame(columns=["epoch", "loss", "val_loss", "model", "seed", "fold"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_meta(cfg: Config, data: UniverseData, plan: RunPlan, results: list[FoldResult], started: pd.Timestamp,
+             resumed: bool) -> dict[str, Any]:
+    """``meta.json``: versions, each symbol's data provenance (source, sha256, first/last bar, rows, timeframe,
+    repairs, synthetic bars) and test span (folds, first/last test bar), seeds, the run's test span, times,
+    fold seconds, host. A single-symbol run has its symbol's block as ``data``; a universe one block per
+    symbol under ``data`` and the universe's own line under ``universe``."""
+    per: dict[str, Any] = {}
+    for sym, b in data.bars.items():
+        folds = plan.folds.get(sym, [])
+        rep = data.reports[sym]
+        syn = rep.synthetic
+        per[sym] = {
+            "source": data.sources.get(sym, sym), "sha256": data.sha256s.get(sym), "first_bar": b.index[0].isoformat(),
+            "last_bar": b.index[-1].isoformat(), "rows": len(b), "timeframe": data.timeframe,
+            "repairs": rep.repairs, "synthetic_bars": int(syn.sum()) if syn is not None else 0,
+            "folds": len(folds),
+            "first_test_bar": b.index[folds[0].test_start].isoformat() if folds else None,
+            "last_test_bar": b.index[folds[-1].test_stop - 1].isoformat() if folds else None,
+        }
+    tested = [p for p in per.values() if p["first_test_bar"]]
+    meta: dict[str, Any] = {"versions": package_versions()}
+    if cfg.data.universe() is None:
+        meta["data"] = per[plan.symbols[0]]
+    else:
+        meta["universe"] = {"symbols": data.symbols, "sha256": data.sha256, "timeframe": data.timeframe,
+                            "pooled": cfg.features.pooled, "symbol_input": cfg.features.symbol_input}
+        meta["data"] = per
+    meta.update({
         "seeds": cfg.run.seeds,
-        "folds": len(folds),
-        "first_test_bar": b.index[folds[0].test_start].isoformat(),
-        "last_test_bar": b.index[folds[-1].test_stop - 1].isoformat(),
+        "folds": plan.n_folds,
+        "first_test_bar": min(p["first_test_bar"] for p in tested) if tested else None,
+        "last_test_bar": max(p["last_test_bar"] for p in tested) if tested else None,
         "started": started.isoformat(),
         "finished": pd.Timestamp.now(tz="UTC").isoformat(),
         "resumed": resumed,
-        "fold_seconds": {f"{r.task_key[0]}/{r.task_key[1]}/{r.task_key[2]}": round(r.seconds, 3) for r in results if not r.skipped},
+        "fold_seconds": {f"{r.task_key[0]}/{r.task_key[1]}/{r.task_key[2]}": round(r.seconds, 3)
+                         for r in results if not r.skipped},
         "host": {"platform": platform.platform(), "machine": platform.machine()},
-    }
-    write_json(run_dir / "meta.json", meta)
-    return ForecastRun(run_dir, data, preds, history, resumed, len(folds))
+    })
+    return meta
 
 
 def progress_text(r: FoldResult, n_folds: int) -> str:

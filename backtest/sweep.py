@@ -70,7 +70,7 @@ def _forecast_on_ray(cfgs: list, out: Path) -> None:  # type: ignore[type-arg]
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from backtest.ray_executor import connect
+    from backtest.folds.ray import connect
     from backtest.run import run_forecasts
 
     started = connect(cfgs[0].ray)

@@ -93,7 +93,6 @@ def run_engine(models: list[str], arm: str, max_folds: int | None) -> list[dict]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from backtest.config import parse_config
     from backtest.run import run_forecasts
-    from backtest.walkforward import build_plan
     from models import make_forecaster
     from models.grouped import step_flops
 
@@ -102,8 +101,7 @@ def run_engine(models: list[str], arm: str, max_folds: int | None) -> list[dict]
         t0 = time.perf_counter()
         fr = run_forecasts(cfg, out)
         seconds = time.perf_counter() - t0
-        _, plan = build_plan(cfg, fr.data.bars, fr.run_dir)
-    rows = {t.fold.k: t.fold.n_train for c in plan.chains for t in c}
+    rows = {t.k: t.train_rows for t in fr.plan.tasks}
     out_rows, total_flops = [], 0.0
     for model in models:
         p = fr.predictions[fr.predictions["model"] == model]

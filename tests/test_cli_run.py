@@ -163,7 +163,7 @@ def test_predict_refuses_data_of_another_timeframe(tiny_run: Path, tmp_path, cap
 
 def test_progress_text_has_no_nan_for_models_without_validation() -> None:
     from backtest.run import progress_text
-    from backtest.walkforward import FoldResult
+    from backtest.folds.store import FoldResult
 
     r = FoldResult(("linear", 0, 1), pd.DataFrame(), pd.DataFrame(), 0.1, train_rows=150)  # best_val_loss NaN
     assert progress_text(r, 3) == "linear seed 0 fold 2/3 train 150 rows"

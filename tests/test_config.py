@@ -104,7 +104,7 @@ def test_model_defaults_live_in_the_schema_and_configs_validate() -> None:
     cfg = parse_config({"models": {"b": {"type": "bilstm"}, "l": {"type": "lstm", "units": 8}, "c": {"type": "cnn"}}})
     assert cfg.models["b"].dropout == 0.2 and cfg.models["l"].dropout == 0.0 and cfg.models["l"].epochs == 50
     assert cfg.models["c"].layers == 2 and cfg.models["c"].activation == "relu"
-    from backtest.walkforward import model_params
+    from backtest.folds.units import model_params
     from models import MODEL_TYPES, make_forecaster
 
     for t in MODEL_TYPES:  # every type's validated keys are accepted by its forecaster
@@ -162,7 +162,7 @@ def test_data_timeframe_optional_and_toml_dates(tmp_path) -> None:
 
 
 def test_rolling_train_length_too_short_blames_train_length() -> None:
-    from backtest.walkforward import plan_folds
+    from backtest.folds.plan import plan_folds
 
     cfg = parse_config({"walkforward": {"initial_train": 200, "window": "rolling", "train_length": 12, "val_fraction": 0.2}})
     with pytest.raises(ConfigError, match="walkforward.train_length = 12: fold 0 would train on 9 rows") as err:

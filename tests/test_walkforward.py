@@ -5,14 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import backtest.walkforward as wfmod
+import backtest.folds.compute as compute
+import backtest.folds.store as store
+import backtest.folds.units as units_mod
 from backtest.config import parse_config
 from backtest.data.load import LoadedData, frame_sha256
 from backtest.data.validate import ValidationReport
 from backtest.errors import RunDirError
 from backtest.features import FoldTransform, feature_matrix, first_valid_row, target_returns
 from backtest.run import run_forecasts
-from backtest.walkforward import plan_folds
+from backtest.folds.plan import plan_folds, plan_run
 from models import MODEL_TYPES
 
 TINY_NET = {"units": 4, "epochs": 2, "patience": 1, "batch_size": 64}
@@ -20,7 +22,8 @@ TINY_CNN = {"filters": 4, "epochs": 2, "patience": 1, "batch_size": 64}  # each 
 
 
 def tiny_cfg(models: dict, **sections) -> object:
-    raw = {"walkforward": {"initial_train": 200, "step": 40, "val_fraction": 0.1}, "features": {"lookback": 8},
+    raw = {"walkforward": {"initial_train": 200, "step": 40, "val_fraction": 0.1, "executor": "sequential"},
+           "features": {"lookback": 8},
            "models": models, "strategies": {}, "run": {"name": "t"}}
     for k, v in sections.items():
         raw.setdefault(k, {}).update(v)
@@ -144,23 +147,25 @@ def test_leakage_guard_catches_a_leaky_scaler(btc: pd.DataFrame, tmp_path, monke
 
 # --- resume, determinism, executors ----------------------------------------------------------------
 def test_resume_after_interruption_equals_uninterrupted(btc: pd.DataFrame, tmp_path, monkeypatch) -> None:
+    """A warm-start chain killed after three folds are written resumes from the last written fold's weights
+    (read back from the store) to the uninterrupted predictions, byte for byte."""
     bars = btc.iloc[:330]
     cfg = tiny_cfg({"lstm": {"type": "lstm", **TINY_NET}, "lin": {"type": "linear"}}, walkforward={"warm_start": True})
     full = run_forecasts(cfg, tmp_path / "a", data=as_data(bars))
-    real = wfmod.run_fold
+    real = store.FoldStore.write
     calls = {"n": 0}
 
-    def dies_after_three(task, cache=None):
+    def dies_after_three(self, out):
         calls["n"] += 1
         if calls["n"] > 3:
             raise KeyboardInterrupt("killed")
-        return real(task, cache)
+        return real(self, out)
 
-    monkeypatch.setattr(wfmod, "run_fold", dies_after_three)
+    monkeypatch.setattr(store.FoldStore, "write", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
         run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
     assert not (tmp_path / "b" / "t" / "predictions.csv").exists()
-    monkeypatch.setattr(wfmod, "run_fold", real)
+    monkeypatch.setattr(store.FoldStore, "write", real)
     resumed = run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
     assert resumed.resumed
     a = (tmp_path / "a" / "t" / "predictions.csv").read_text()
@@ -224,41 +229,41 @@ def test_grouped_resume_trains_only_missing_folds_and_saved_models_reload(btc: p
     cfg = tiny_cfg({"lstm": {"type": "lstm", **TINY_NET, "dropout": 0.1}, "lin": {"type": "linear"}},
                    walkforward={"training": "grouped", "group_size": 2})
     trained: list[int] = []
-    real_train, real_write = wfmod.train_group, wfmod.write_fold
+    real_train, real_write = compute.train_group, store.FoldStore.write
 
     def counting(prepared, cache=None):
-        trained.extend(p.task.fold.k for p in prepared)
+        trained.extend(p.task.k for p in prepared)
         return real_train(prepared, cache)
 
-    monkeypatch.setattr(wfmod, "train_group", counting)
+    monkeypatch.setattr(compute, "train_group", counting)
     full = run_forecasts(cfg, tmp_path / "a", data=as_data(bars))
     assert sorted(trained) == [0, 1, 2, 3]  # every network fold went through the grouped trainer, in groups of 2
     writes = {"n": 0}
 
-    def dies_after_one(out, out_dir):  # killed after the first lstm fold is written: groups change on resume
-        writes["n"] += "lstm" in out_dir.parts
+    def dies_after_one(self, out):  # killed after the first lstm fold is written: groups change on resume
+        writes["n"] += "lstm" in out.folder
         if writes["n"] > 1:
             raise KeyboardInterrupt("killed")
-        return real_write(out, out_dir)
+        return real_write(self, out)
 
-    monkeypatch.setattr(wfmod, "write_fold", dies_after_one)
+    monkeypatch.setattr(store.FoldStore, "write", dies_after_one)
     with pytest.raises(KeyboardInterrupt):
         run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
-    monkeypatch.setattr(wfmod, "write_fold", real_write)
+    monkeypatch.setattr(store.FoldStore, "write", real_write)
     trained.clear()
-    fold0 = wfmod.fold_dir(tmp_path / "b" / "t", "lstm", 0, 0) / "forecasts.csv"
+    fold0 = tmp_path / "b" / "t" / "folds" / "lstm" / "0" / "seed-0" / "forecasts.csv"
     stamp = fold0.stat().st_mtime_ns
     resumed = run_forecasts(cfg, tmp_path / "b", data=as_data(bars))
     # groups come from the plan ([0, 2], [1, 3]): a half-written group is trained again, fold 0 not rewritten
     assert resumed.resumed and sorted(trained) == [0, 1, 2, 3] and fold0.stat().st_mtime_ns == stamp
     assert (tmp_path / "a" / "t" / "predictions.csv").read_text() == (tmp_path / "b" / "t" / "predictions.csv").read_text()
-    fold = wfmod.fold_dir(tmp_path / "a" / "t", "lstm", 3, 0)
-    model = Forecaster.load(fold / "model")
-    _, plan = wfmod.build_plan(cfg, bars, tmp_path / "a" / "t")
-    task = next(t for c in plan.chains for t in c if t.model_name == "lstm" and t.fold.k == 3)
-    prep = wfmod.prepare_fold(task)
-    z = model.predict(prep.X_test)
-    y = prep.transform.decode_y(z, prep.close, prep.test_rows)[:, 0]
+    fold = tmp_path / "a" / "t" / "folds" / "lstm" / "3" / "seed-0"
+    saved = store.read_saved_fold(fold)  # the one reader: model, transform, test span
+    task = next(t for t in plan_run(cfg, {"BTC/USDT": bars}).tasks if t.model_name == "lstm" and t.k == 3)
+    prep = compute.prepare(task, {"BTC/USDT": bars}).members[0]
+    assert saved.test_start == prep.index[prep.test_rows[0]] and saved.fold == 3
+    z = saved.model.predict(prep.X_test)
+    y = saved.transform().decode_y(z, prep.close, prep.test_rows)[:, 0]
     got = full.predictions[(full.predictions["model"] == "lstm") & (full.predictions["fold"] == 3)]["y_pred"]
     np.testing.assert_allclose(y, got.to_numpy(), rtol=1e-6, atol=1e-9)
     hist = pd.read_csv(fold / "history.csv")
@@ -272,18 +277,31 @@ def test_group_memory_knob_sets_the_slots_and_units(btc, tmp_path) -> None:
     models = {"lstm": {"type": "lstm", **TINY_NET, "batch_size": 32}, "p": {"type": "persistence"}}
     roomy = tiny_cfg(models, walkforward={"training": "grouped", "group_size": 16, "workers": 1})
     tight = tiny_cfg(models, walkforward={"training": "grouped", "group_size": 16, "workers": 1, "group_memory_mib": 0.001})
-    assert wfmod.group_cap(roomy.models["lstm"], roomy.features, roomy.walkforward) == 16
-    assert wfmod.group_cap(tight.models["lstm"], tight.features, tight.walkforward) == 1
-    assert wfmod.group_cap(roomy.models["p"], roomy.features, roomy.walkforward) == 1
+    assert units_mod.group_cap(roomy.models["lstm"], roomy.features, roomy.walkforward) == 16
+    assert units_mod.group_cap(tight.models["lstm"], tight.features, tight.walkforward) == 1
+    assert units_mod.group_cap(roomy.models["p"], roomy.features, roomy.walkforward) == 1
     half = tiny_cfg(models, walkforward={"training": "grouped", "group_size": 16, "workers": 1, "group_memory_mib": 0.25})
-    fit = wfmod.group_cap(half.models["lstm"], half.features, half.walkforward)
+    fit = units_mod.group_cap(half.models["lstm"], half.features, half.walkforward)
     assert 1 < fit < 16  # 32 rows x (40 B x 8 bars x 4 units + dense) per model: a handful in 0.25 MiB
     for cfg, slots in ((roomy, 16), (tight, 1), (half, fit)):
-        _, plan = wfmod.build_plan(cfg, bars, tmp_path / "run")
-        _, units = wfmod.grouped_units(plan, cfg.walkforward)
-        groups = [tasks for kind, tasks in units if kind == "group"]
+        units = units_mod.make_units(plan_run(cfg, {"BTC/USDT": bars}).tasks, lambda t: False, None)
+        groups = [u.tasks for u in units if u.kind == "group"]
         assert all(t.group_slots == slots for g in groups for t in g)
         assert sum(len(g) for g in groups) == 13 and max(len(g) for g in groups) <= 8 * slots
+
+
+def test_units_do_not_depend_on_workers(btc) -> None:
+    """Units are a function of the plan and the config's grouping knobs alone: the same for 1 or 16 workers
+    and for every executor (so every executor gives the same floats: batched kernels round by shape)."""
+    bars = btc.iloc[:700]
+    models = {"lstm": {"type": "lstm", **TINY_NET}, "p": {"type": "persistence"}}
+    seen = set()
+    for workers, executor in ((1, "sequential"), (2, "process"), (16, "process"), (2, "ray")):
+        cfg = tiny_cfg(models, walkforward={"training": "grouped", "group_size": 2, "workers": workers,
+                                            "executor": executor})
+        units = units_mod.make_units(plan_run(cfg, {"BTC/USDT": bars}).tasks, lambda t: False, None)
+        seen.add(tuple((u.kind, tuple(t.folder for t in u.tasks)) for u in units))
+    assert len(seen) == 1
 
 
 def test_work_order_runs_network_by_network_costliest_first(btc, tmp_path) -> None:
@@ -293,13 +311,12 @@ def test_work_order_runs_network_by_network_costliest_first(btc, tmp_path) -> No
     models = {"gru": {"type": "gru", **TINY_NET, "units": 16, "epochs": 6}, "lstm": {"type": "lstm", **TINY_NET},
               "p": {"type": "persistence"}}
     cfg = tiny_cfg(models, walkforward={"training": "grouped", "group_size": 2, "workers": 2})
-    _, plan = wfmod.build_plan(cfg, bars, tmp_path / "run")
-    _, units = wfmod.grouped_units(plan, cfg.walkforward)
-    order = wfmod._work_order(units)
-    names = [u[1][0].model_name for u in order]
+    units = units_mod.make_units(plan_run(cfg, {"BTC/USDT": bars}).tasks, lambda t: False, None)
+    order = units_mod.work_order(units)
+    names = [u.tasks[0].model_name for u in order]
     assert sorted(map(id, order)) == sorted(map(id, units))
     runs = [n for i, n in enumerate(names) if i == 0 or names[i - 1] != n]
     assert runs == ["gru", "lstm", "p"]  # contiguous; the wider, longer-trained gru costs most, persistence least
     for name in ("gru", "lstm"):
-        costs = [wfmod._unit_cost(u) for u in order if u[1][0].model_name == name]
+        costs = [units_mod.unit_cost(u) for u in order if u.tasks[0].model_name == name]
         assert len(costs) >= 2 and costs == sorted(costs, reverse=True)

@@ -15,13 +15,12 @@ from backtest.config import parse_config
 from backtest.data.load import LoadedData, frame_sha256
 from backtest.data.validate import ValidationReport
 from backtest.run import run_forecasts
-from backtest.walkforward import fold_dir
 
 
 def _cfg(warm: bool):  # type: ignore[no-untyped-def]
     return parse_config({
         "features": {"lookback": 8},
-        "walkforward": {"initial_train": 200, "step": 30, "max_folds": 2, "val_fraction": 0.1,
+        "walkforward": {"initial_train": 200, "step": 30, "max_folds": 2, "val_fraction": 0.1, "executor": "sequential",
                         "warm_start": warm, "warm_start_epochs": 1},
         "models": {"lstm": {"type": "lstm", "units": 4, "epochs": 2, "patience": 0, "batch_size": 64}},
         "strategies": {}, "run": {"name": "warm" if warm else "cold"},
@@ -50,8 +49,8 @@ def test_fold_1_depends_on_fold_0_weights_only_with_warm_start(btc: pd.DataFrame
     first = run_forecasts(cfg, tmp_path, data=data)
     before = _fold1(first.predictions)
     assert len(before) == 29  # test rows 230..258 (bar 259 has no next close)
-    _perturb_saved_weights(fold_dir(first.run_dir, "lstm", 0, 0))
-    shutil.rmtree(fold_dir(first.run_dir, "lstm", 1, 0))  # fold 1 is recomputed on resume; fold 0 is read back
+    _perturb_saved_weights(first.run_dir / "folds" / "lstm" / "0" / "seed-0")
+    shutil.rmtree(first.run_dir / "folds" / "lstm" / "1" / "seed-0")  # fold 1 is recomputed on resume; fold 0 is read back
     again = run_forecasts(cfg, tmp_path, data=data)
     assert again.resumed
     after = _fold1(again.predictions)

@@ -13,11 +13,13 @@ A cycle (:meth:`PaperTrader.cycle`, ``walkforward paper run CONFIG --once``):
    b. value every portfolio at this bar's close (``cash + position * close``);
    c. retrain when the walk-forward schedule says so -- every
       ``walkforward.step`` bars from the first paper bar, with the
-      :class:`~backtest.walkforward.FoldSpec` that :func:`~backtest.walkforward.plan_folds`
+      :class:`~backtest.folds.plan.FoldSpec` that :func:`~backtest.folds.plan.plan_folds`
       computes for the fold starting at this bar (training rows
       ``t <= T - 1 - horizon``, validation tail with a gap, fold seed from the
-      fold index ``k``) and :func:`~backtest.walkforward.run_fold` itself, the
-      model stored under the account folder -- otherwise reuse the current model;
+      fold index ``k``) and the backtest's own executor protocol
+      (:func:`~backtest.folds.execute.execute`, in this process), the fold stored
+      under the account folder -- otherwise reuse the current model, read back
+      with the one reader of a saved fold (:func:`~backtest.folds.store.read_saved_fold`);
    d. forecast ``r̂[t+1]`` and compute every portfolio's signal for the next bar
       with :func:`strategies.build.build_signals` (the backtest's own code: long/flat
       per model, ensembles, buy-and-hold, always-flat, SMA cross), then the backtest's
@@ -62,8 +64,8 @@ import pandas as pd
 from backtest.config import Config, check_against_data, identity_section
 from backtest.data.cache import default_cache_dir
 from backtest.data.frame import timeframe_delta
-from backtest.errors import ConfigError, DataError, ExchangeError, LedgerError, WalkforwardError
-from backtest.features import FoldTransform, feature_matrix, first_valid_row, target_returns
+from backtest.errors import ConfigError, DataError, ExchangeError, LedgerError, RunDirError, WalkforwardError
+from backtest.features import feature_matrix, first_valid_row
 from backtest.paper.fills import buy_all, sell_all, value
 from backtest.paper.hooks import crash_point
 from backtest.paper.ledger import (
@@ -71,7 +73,9 @@ from backtest.paper.ledger import (
 )
 from backtest.paper.logs import get_logger
 from backtest.paper.paths import AccountPaths, account_paths
-from backtest.walkforward import FoldSpec, FoldTask, fold_dir, plan_folds, run_fold
+from backtest.folds.execute import execute
+from backtest.folds.plan import BASELINES, FoldSpec, FoldTask, Member, plan_folds
+from backtest.folds.store import FoldStore, read_saved_fold
 
 Clock = Callable[[], pd.Timestamp]
 
@@ -214,7 +218,7 @@ class PaperTrader:
         self.fetch_sleep = fetch_sleep
         self.log = logger or get_logger()
         self.stop = threading.Event()  # set by SIGINT/SIGTERM: finish the current bar, then stop
-        self._loaded: dict[str, tuple[int, Any, FoldTransform | None]] = {}  # model -> (fold, forecaster, transform)
+        self._loaded: dict[str, tuple[int, Any]] = {}  # model -> (fold, SavedFold)
         self.bar = timeframe_delta(cfg.data.timeframe)
         if self.setup.dropped:
             self.log.warning("paper.model = %s: ensemble strategies %s name other models and are not traded",
@@ -445,19 +449,20 @@ class PaperTrader:
         wf, fc = eng.walkforward, eng.features
         fold = self._fold(bars, i)
         mcfg = eng.models[model]
-        warm = wf.warm_start and fold.k > 0 and mcfg.type not in ("persistence", "mean", "linear")
-        out_dir = fold_dir(self.paths.folder, model, fold.k, acct.seed)
+        warm = wf.warm_start and fold.k > 0 and mcfg.type not in BASELINES
+        folder = f"folds/{model}/{fold.k}/seed-{acct.seed}"
+        out_dir = self.paths.folder / folder
         self.log.info("retraining %s for fold %d at %s on rows %d..%d (%d training, %d validation)", model, fold.k,
                       iso(bars.index[i]), fold.train_start, fold.train_stop - 1, fold.n_train,
                       fold.val_stop - fold.val_start)
         task = FoldTask(
-            model_name=model, model_cfg=mcfg, features=fc, fold=fold, n_folds=fold.k + 1, seed=acct.seed,
-            bars=bars.iloc[: fold.test_stop], out_dir=out_dir,
-            warm_from=fold_dir(self.paths.folder, model, fold.k - 1, acct.seed) if warm else None,
+            model_name=model, model_cfg=mcfg, features=fc, k=fold.k, seed=acct.seed,
+            members=(Member(acct.symbol, fold),), folder=folder, n_folds=fold.k + 1,
+            warm_from=f"folds/{model}/{fold.k - 1}/seed-{acct.seed}" if warm else None,
             warm_epochs=(wf.warm_start_epochs or max(1, mcfg.epochs // 3)) if warm else None,
             deterministic=eng.run.deterministic, grouped=wf.grouped,  # trained as the backtest trains it
         )
-        result = run_fold(task)
+        [result] = execute([task], {acct.symbol: bars}, FoldStore(self.paths.folder), "sequential")
         row = result.forecasts.iloc[-1]
         if pd.Timestamp(row["timestamp"]) != bars.index[i]:
             raise LedgerError(f"{out_dir}: fold forecast is for {row['timestamp']}, not {iso(bars.index[i])}")
@@ -474,30 +479,20 @@ class PaperTrader:
         return steps, training
 
     def _predict(self, model: str, current: TrainingRow, bars: pd.DataFrame, i: int) -> list[float]:
-        """Forecast row ``i`` with the model of fold ``current.fold`` (the fold's own input transform)."""
+        """Forecast row ``i`` with the model of fold ``current.fold`` and its saved input transform
+        (:func:`~backtest.folds.store.read_saved_fold`, the reader every consumer of a fold uses)."""
         fc = self.setup.engine.features
-        feats_df = feature_matrix(bars, fc.inputs)
-        feats = feats_df.to_numpy()
-        close = bars["close"].to_numpy()
         loaded = self._loaded.get(model)
         if loaded is None or loaded[0] != current.fold:
-            from models.base import Forecaster
-
             folder = self.paths.ledger.parent / current.path
             try:
-                forecaster = Forecaster.load(folder / "model")
-            except (OSError, ValueError, KeyError) as exc:
-                raise LedgerError(f"{folder}: the {model} model of fold {current.fold} cannot be loaded ({exc})") from None
-            fit_rows = np.arange(current.train_start, current.train_stop)
-            y_all = target_returns(close, fc.horizon)
-            tr = FoldTransform.fit(fc, feats, close, fit_rows, y_all[fit_rows], list(feats_df.columns))
-            loaded = (current.fold, forecaster, tr)
+                saved = read_saved_fold(folder)
+            except RunDirError as exc:
+                raise LedgerError(f"the {model} model of fold {current.fold} cannot be loaded ({exc})") from None
+            loaded = (current.fold, saved)
             self._loaded[model] = loaded
-        _, forecaster, tr = loaded
-        rows = np.array([i])
-        z = forecaster.predict(tr.transform_X(feats, rows))
-        y = z if forecaster.target_space == "return" else tr.decode_y(z, close, rows)
-        return [float(x) for x in np.asarray(y)[0]]
+        feats = feature_matrix(bars, fc.inputs).to_numpy()
+        return [float(x) for x in loaded[1].forecast(feats, bars["close"].to_numpy(), i)]
 
     def _signals(self, acct: Account, state: LedgerState, rec: BarRecord, bars: pd.DataFrame,
                  synthetic: pd.Series | None = None) -> dict[str, bool]:

@@ -24,7 +24,7 @@ from backtest.paper.fills import buy_all, sell_all, value
 from backtest.paper.ledger import Ledger, ts
 from backtest.run import run_forecasts
 from backtest.simulate import simulate
-from backtest.walkforward import build_plan
+from backtest.folds.plan import plan_run
 from tests.paper.helpers import T0, bar_close, make_config, no_sleep
 
 
@@ -93,7 +93,7 @@ def _compare(trader: PaperTrader, cfg, source: pd.DataFrame, n: int, out: Path, 
     assert (merged["side"].str.capitalize() == merged["Side"]).all()
 
     # retraining: exactly the backtest's fold plan
-    folds, _ = build_plan(cfg, bars, out / "plan")
+    folds = plan_run(cfg, {cfg.data.symbol: bars}).folds[cfg.data.symbol]
     got = trainings[trainings["model"] == acct.models[0]][["fold", "train_start", "train_stop", "val_start",
                                                           "val_stop", "test_start"]]
     want = pd.DataFrame([(f.k, f.train_start, f.train_stop, f.val_start, f.val_stop, f.test_start) for f in folds],

@@ -1,4 +1,4 @@
-"""Market data for a universe: one validated frame per symbol, one timeframe.
+"""Market data for a run: one validated frame per symbol, one timeframe (a single-symbol run is a universe of one).
 
 ``[data] symbols = [...]`` (``source = "ccxt"``: one exchange, one timeframe; ``source = "bundled"``:
 the package's daily files) or ``[data] paths = {SYMBOL = PATH, ...}`` (``source = "file"``). Each
@@ -38,6 +38,17 @@ class UniverseData:
     def symbols(self) -> list[str]:
         return list(self.bars)
 
+    @property
+    def synthetic(self) -> dict[str, pd.Series]:
+        """Per symbol: True for a bar the repair inserted or price-replaced (indexed like its bars)."""
+        return {s: as_loaded(self, s).synthetic for s in self.bars}  # type: ignore[misc]
+
+    @classmethod
+    def of_one(cls, symbol: str, data: LoadedData) -> "UniverseData":
+        """A single-symbol run's data as a universe of one (its sha256 is the symbol's own)."""
+        return cls({symbol: data.bars}, data.timeframe, {symbol: data.report}, data.sha256, {symbol: data.source},
+                   {symbol: data.sha256})
+
 
 def symbol_config(cfg: DataConfig, symbol: str) -> DataConfig:
     """The single-symbol ``[data]`` section of one universe member (same source, range, repair, cache)."""
@@ -55,7 +66,8 @@ def universe_sha256(sha256s: dict[str, str]) -> str:
 
 def load_universe(cfg: DataConfig, *, now: pd.Timestamp | None = None, progress: bool = False,
                   fetch: bool = True) -> UniverseData:
-    """Load and validate every symbol of the universe in ``cfg`` (see the module docstring).
+    """Load and validate every symbol of ``cfg`` (see the module docstring); a single-symbol config is a
+    universe of one (:meth:`UniverseData.of_one`, errors as ``load_data`` gives them).
 
     ``fetch`` (``source = "ccxt"``): update each symbol's cache from the exchange first (only bars after
     the last cached one); ``False`` reads the cache only. Raises the source's own error class with the
@@ -63,7 +75,7 @@ def load_universe(cfg: DataConfig, *, now: pd.Timestamp | None = None, progress:
     """
     symbols = cfg.universe()
     if symbols is None:
-        raise ConfigError("data.symbols or data.paths is required for a universe run")
+        return UniverseData.of_one(cfg.symbol, load_data(cfg, now=now, progress=progress, fetch=fetch))
     loaded: dict[str, LoadedData] = {}
     for sym in symbols:
         try:
