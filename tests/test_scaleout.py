@@ -81,7 +81,7 @@ def _task_workers(c) -> list[int]:  # type: ignore[no-untyped-def]
     for pid in raylets:
         for child in psutil.Process(pid).children(recursive=True):
             try:
-                if "_remote_chain" in " ".join(child.cmdline()):
+                if "_remote_unit" in " ".join(child.cmdline()):
                     out.append(child.pid)
             except psutil.Error:
                 pass
@@ -112,15 +112,16 @@ def test_ray_identical_to_sequential_with_a_killed_worker(cluster, sequential: P
 
 def test_interrupted_driver_leaves_complete_folds_and_resumes(cluster, sequential: Path, tmp_path: Path) -> None:
     from backtest.data.load import load_data
-    from backtest.ray_executor import execute_ray
+    from backtest.folds.execute import execute
+    from backtest.folds.plan import plan_run
+    from backtest.folds.store import FoldStore
     from backtest.rundir import check_or_claim, forecast_fingerprint
     from backtest.run import run_forecasts
-    from backtest.walkforward import build_plan
 
     cfg = _cfg("ray")
     data = load_data(cfg.data)
     run_dir = tmp_path / "tiny"
-    _, plan = build_plan(cfg, data.bars, run_dir)
+    tasks = plan_run(cfg, {cfg.data.symbol: data.bars}).tasks
     check_or_claim(run_dir, forecast_fingerprint(cfg, data.sha256))
     written: list = []
 
@@ -130,16 +131,89 @@ def test_interrupted_driver_leaves_complete_folds_and_resumes(cluster, sequentia
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        execute_ray(plan, cfg, ctrl_c)
+        execute(tasks, {cfg.data.symbol: data.bars}, FoldStore(run_dir), "ray", ray_cfg=cfg.ray, on_result=ctrl_c)
     folders = [p for p in (run_dir / "folds").rglob("seed-*")]
     assert {p.name for p in (run_dir / "folds").rglob(".*")} == set()  # no temp folder left
-    assert all((p / "forecasts.csv").is_file() for p in folders) and len(folders) == 3 < plan.n_tasks
+    assert all((p / "forecasts.csv").is_file() for p in folders) and 3 <= len(folders) < len(tasks)
+    n_before = len(folders)
     fr = run_forecasts(cfg, tmp_path)
     import json
 
     meta = json.loads((run_dir / "meta.json").read_text())
-    assert fr.resumed and len(meta["fold_seconds"]) == plan.n_tasks - 3  # only the missing folds were computed
+    assert fr.resumed and len(meta["fold_seconds"]) == len(tasks) - n_before  # only the missing folds were written
     assert _preds(run_dir) == _preds(sequential)
+
+
+UNIVERSE = {"source": "bundled", "symbols": ["BTC/USDT", "ETH/USDT"], "start": "2020-05-01", "end": "2020-12-01"}
+
+
+@pytest.mark.parametrize("kind", ["single", "per_symbol", "pooled"])
+def test_every_executor_gives_byte_identical_predictions(cluster, tmp_path: Path, kind: str) -> None:
+    """One executor protocol: sequential, process (spawned workers) and ray (the 2-node cluster) run the same
+    units with the same function, so a single-symbol, a per-symbol universe and a pooled universe run give
+    byte-identical predictions.csv on each (the networks through the grouped trainer, the ridge baseline)."""
+    from backtest.run import run_forecasts
+
+    raw = {"features": {"lookback": 8}, "walkforward": {"initial_train": 120, "step": 40, "max_folds": 3},
+           "models": {"lstm": {"type": "lstm", "units": 4, "epochs": 2, "patience": 1, "dropout": 0.1},
+                      "linear": {"type": "linear"}}, "run": {"name": kind}}
+    if kind == "single":
+        raw["data"] = {"start": UNIVERSE["start"], "end": UNIVERSE["end"]}
+    else:
+        raw["data"] = UNIVERSE
+        raw["features"]["pooled"] = kind == "pooled"
+    got = {}
+    for executor in ("sequential", "process", "ray"):
+        cfg = parse_config({**raw, "walkforward": {**raw["walkforward"], "executor": executor, "workers": 2}})
+        got[executor] = _preds(run_forecasts(cfg, tmp_path / executor).run_dir)
+    assert got["sequential"] == got["process"] == got["ray"]
+    assert got["sequential"].count(b"lstm") > 10
+
+
+def test_universe_run_reads_the_ray_section(tmp_path: Path, capsys) -> None:
+    """A universe run with executor = "ray" connects as ``[ray]`` says (an unreachable address: one line, nothing
+    written), like a single-symbol run: both go through the same executor."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "u.toml"
+    conf.write_text('[data]\nsource = "bundled"\nsymbols = ["BTC/USDT", "ETH/USDT"]\nstart = "2020-05-01"\n'
+                    'end = "2020-12-01"\n[walkforward]\ninitial_train = 120\nexecutor = "ray"\n'
+                    f'[ray]\naddress = "127.0.0.1:{port}"\nconnect_timeout_s = 2\n[run]\nname = "u"\n')
+    assert main(["run", str(conf), "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"ray.address = '127.0.0.1:{port}': cluster unreachable" in err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_silent_or_foreign_ray_address_is_refused_within_its_timeout(tmp_path: Path, capsys) -> None:
+    """A port that accepts connections but never answers as a Ray head (here a plain TCP listener) is refused in
+    one line within ``ray.connect_timeout_s`` (plus a little), with none of Ray's log lines and no run directory."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in range(16)], daemon=True).start()
+    port = listener.getsockname()[1]
+    from backtest.config import RayConfig
+    from backtest.folds.ray import connect
+
+    conf = tmp_path / "c.toml"
+    conf.write_text('[walkforward]\ninitial_train = 150\nmax_folds = 1\n[data]\nend = "2018-06-01"\n'
+                    f'[ray]\naddress = "127.0.0.1:{port}"\nconnect_timeout_s = 2\n[run]\nname = "r"\n')
+    try:
+        rc = main(["run", str(conf), "--out", str(tmp_path / "runs"), "--executor", "ray", "--no-progress"])
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError, match="does not answer as a Ray cluster"):
+            connect(RayConfig(address=f"127.0.0.1:{port}", connect_timeout_s=3))
+        took = time.monotonic() - t0
+    finally:
+        listener.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "does not answer as a Ray cluster within ray.connect_timeout_s = 2 s" in err[0]
+    assert took < 3 + 1.5  # the timeout, not twice it, nor Ray's own minutes of retries
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unreachable_ray_address_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
@@ -152,10 +226,11 @@ def test_unreachable_ray_address_is_one_line_exit_2(tmp_path: Path, capsys) -> N
     assert main(["run", str(conf), "--out", str(tmp_path / "runs"), "--executor", "ray", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"ray.address = '127.0.0.1:{port}': cluster unreachable" in err[0]
+    assert not (tmp_path / "runs").exists()  # nothing written: the address is checked before the run directory
     with pytest.raises(ConfigError, match="expected 'auto', 'HOST:PORT'"):
-        from backtest.ray_executor import _check_reachable
+        from backtest.folds.ray import check_reachable
 
-        _check_reachable("nohostport", 1)
+        check_reachable("nohostport", 1)
 
 
 def test_execution_keys_do_not_change_the_fingerprint() -> None:

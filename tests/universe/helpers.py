@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from backtest.config import Config, DataConfig, parse_config
-from backtest.universe.data import UniverseData, load_universe, universe_sha256
+from backtest.data.universe import UniverseData, load_universe, universe_sha256
 from backtest.data.load import frame_sha256
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]

@@ -14,7 +14,7 @@ from backtest.data.cache import cache_path, read_cache
 from backtest.data.load import bundled_path, bundled_symbols
 from backtest.errors import ConfigError, DataError
 from backtest.rundir import forecast_fingerprint
-from backtest.universe.data import load_universe
+from backtest.data.universe import load_universe
 from tests.emulator import ExchangeEmulator
 from tests.universe.helpers import END, START, SYMBOLS, bundled_universe, universe_cfg
 
@@ -142,7 +142,7 @@ def test_a_symbol_with_a_data_error_fails_in_one_line_naming_it(tmp_path: Path, 
 
 
 def test_a_symbol_too_short_for_initial_train_is_named(tmp_path: Path) -> None:
-    from backtest.universe.run import run_universe_forecasts
+    from backtest.run import run_forecasts as run_universe_forecasts
 
     cfg = universe_cfg(walkforward={"initial_train": 200})
     with pytest.raises(ConfigError, match=r"^SOL/USDT: walkforward.initial_train = 200 is not shorter than the data \(174 bars\)"):

@@ -12,11 +12,9 @@ import pytest
 
 from backtest.errors import RunDirError
 from backtest.features import feature_matrix, first_valid_row
-from backtest.run import run_forecasts
-from backtest.universe.data import as_loaded
-from backtest.universe.pooled import pooled_calendar
-from backtest.universe.run import UNIVERSE_PREDICTION_COLUMNS, run_universe_forecasts
-from backtest.walkforward import plan_folds
+from backtest.data.universe import as_loaded
+from backtest.folds.plan import plan_folds, pooled_blocks, test_span
+from backtest.run import UNIVERSE_PREDICTION_COLUMNS, run_forecasts
 from tests.universe.helpers import SYMBOLS, TINY_NET, bundled_universe, garbage_after, universe_cfg, with_bars
 
 
@@ -28,15 +26,15 @@ def data():
 # --- per-symbol runs -------------------------------------------------------------------------------
 def test_per_symbol_runs_are_each_symbols_own_walk_forward(data, tmp_path: Path) -> None:
     """pooled = false: every symbol's forecasts equal a single-symbol run on its bars; a later symbol starts later."""
-    cfg = universe_cfg(walkforward={"max_folds": 2})
-    fr = run_universe_forecasts(cfg, tmp_path, data=data)
+    cfg = universe_cfg()
+    fr = run_forecasts(cfg, tmp_path, data=data)
     preds = fr.predictions
     assert list(preds.columns) == UNIVERSE_PREDICTION_COLUMNS
     assert list(dict.fromkeys(preds["symbol"])) == SYMBOLS
     for sym in SYMBOLS:
         bars = data.bars[sym]
         first = first_valid_row(feature_matrix(bars, cfg.features.inputs), cfg.features.lookback)
-        assert fr.plans[sym] == plan_folds(len(bars), first, cfg.walkforward, cfg.features.horizon)
+        assert fr.plan.folds[sym] == plan_folds(len(bars), first, cfg.walkforward, cfg.features.horizon)
         mine = preds[preds["symbol"] == sym].drop(columns="symbol").reset_index(drop=True)
         alone = run_forecasts(cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": "one"})}),
                               tmp_path / sym.replace("/", "_"), data=as_loaded(data, sym)).predictions
@@ -44,13 +42,39 @@ def test_per_symbol_runs_are_each_symbols_own_walk_forward(data, tmp_path: Path)
         assert mine["timestamp"].min() == bars.index[120]  # enters once it has initial_train bars
         assert (tmp_path / "u" / "folds" / sym.replace("/", "_") / "lin" / "1" / "seed-0" / "forecasts.csv").is_file()
     assert preds.loc[preds["symbol"] == "SOL/USDT", "timestamp"].min() == pd.Timestamp("2020-12-09", tz="UTC")
+    assert preds.groupby("symbol")["timestamp"].max().nunique() == 1  # every symbol stays to the end of the span
     meta = json.loads((tmp_path / "u" / "meta.json").read_text())
     assert meta["data"]["SOL/USDT"]["first_test_bar"] == "2020-12-09T00:00:00+00:00"
     assert meta["universe"]["symbols"] == SYMBOLS and meta["universe"]["sha256"] == data.sha256
+    assert all(meta["data"][s]["synthetic_bars"] == 0 for s in SYMBOLS)
     from backtest.predict import predict_next
 
     with pytest.raises(RunDirError, match=r"a universe run \(BTC/USDT, ETH/USDT, SOL/USDT\); walkforward predict takes a single-symbol run"):
         predict_next(tmp_path / "u")
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_max_folds_cuts_one_span_for_every_symbol(data, tmp_path: Path, pooled: bool) -> None:
+    """``max_folds`` cuts the test span of the universe, not each symbol's own folds: every symbol's forecasts
+    end on the same bar (the end of the second block of the common calendar, counted from the first bar any
+    symbol is tested on), and SOL, which has its ``initial_train`` bars only after that, gets none."""
+    cfg = universe_cfg(walkforward={"max_folds": 2}, features={"pooled": pooled})
+    preds = run_forecasts(cfg, tmp_path, data=data).predictions
+    btc = data.bars["BTC/USDT"]
+    assert set(preds["symbol"]) == {"BTC/USDT", "ETH/USDT"}
+    last = preds.groupby("symbol")["timestamp"].max()
+    assert (last == btc.index[120 + 2 * 40 - 1]).all()
+    assert (preds.groupby("symbol")["timestamp"].min() == btc.index[120]).all()
+
+
+def test_a_symbol_ending_early_is_refused_before_anything_is_written(data, tmp_path: Path) -> None:
+    from backtest.errors import DataError
+
+    short = with_bars(data, "ETH/USDT", data.bars["ETH/USDT"].iloc[:-5])
+    with pytest.raises(DataError, match=r"^ETH/USDT: bars end at 2021-01-26T00:00:00\+00:00, before the other symbols' "
+                                        r"\(2021-01-31T00:00:00\+00:00\); .*set data.end"):
+        run_forecasts(universe_cfg(), tmp_path, data=short)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 # --- pooled: the calendar and the rows each fold may see -------------------------------------------------
@@ -58,7 +82,15 @@ def test_per_symbol_runs_are_each_symbols_own_walk_forward(data, tmp_path: Path)
 def test_pooled_calendar_trains_only_on_rows_known_before_the_block(data, window: str, horizon: int) -> None:
     cfg = universe_cfg(walkforward={"window": window, "train_length": 100}, features={"horizon": horizon})
     first = {s: first_valid_row(feature_matrix(b, ["close"]), 8) for s, b in data.bars.items()}
-    folds = pooled_calendar(data.bars, first, cfg.walkforward, horizon)
+    span = test_span(data.bars, cfg.walkforward, horizon)
+    blocks = span.blocks(cfg.walkforward.step)
+
+    class F:  # a block of the calendar with its participants' rows
+        def __init__(self, k, specs):
+            self.k, self.specs = k, specs
+            self.start, self.stop = blocks[k]
+
+    folds = [F(k, specs) for k, specs in pooled_blocks(data.bars, first, span, cfg.walkforward, horizon)]
     union = sorted(set().union(*[set(b.index) for b in data.bars.values()]))
     assert folds[0].start == data.bars["BTC/USDT"].index[120]
     assert all(a.stop == b.start for a, b in zip(folds, folds[1:]))
@@ -89,8 +121,9 @@ def test_pooled_universe_of_one_symbol_equals_the_single_symbol_run(data, tmp_pa
     here computed by the process executor (spawned workers) against the sequential single-symbol run."""
     cfg = universe_cfg(data={"symbols": ["ETH/USDT"]}, features={"pooled": True},
                        walkforward={"max_folds": 2, "executor": "process", "workers": 2})
-    one = type(data)({"ETH/USDT": data.bars["ETH/USDT"]}, "1d", {"ETH/USDT": data.reports["ETH/USDT"]}, "x")
-    pooled = run_universe_forecasts(cfg, tmp_path / "p", data=one).predictions.drop(columns="symbol")
+    one = type(data)({"ETH/USDT": data.bars["ETH/USDT"]}, "1d", {"ETH/USDT": data.reports["ETH/USDT"]}, "x",
+                     {"ETH/USDT": "eth"}, {"ETH/USDT": "x"})
+    pooled = run_forecasts(cfg, tmp_path / "p", data=one).predictions.drop(columns="symbol")
     seq = cfg.model_copy(update={"walkforward": cfg.walkforward.model_copy(update={"executor": "sequential"})})
     alone = run_forecasts(seq, tmp_path / "s", data=as_loaded(data, "ETH/USDT")).predictions
     pd.testing.assert_frame_equal(pooled, alone)
@@ -98,7 +131,7 @@ def test_pooled_universe_of_one_symbol_equals_the_single_symbol_run(data, tmp_pa
 
 def test_pooled_linear_fold_folder_one_hot_and_resume(data, tmp_path: Path) -> None:
     cfg = universe_cfg(features={"pooled": True, "symbol_input": "onehot"}, walkforward={"max_folds": 4})
-    fr = run_universe_forecasts(cfg, tmp_path, data=data)
+    fr = run_forecasts(cfg, tmp_path, data=data)
     fold = tmp_path / "u" / "folds" / "lin" / "3" / "seed-0"
     members = json.loads((fold / "members.json").read_text())
     assert list(members) == SYMBOLS and members["SOL/USDT"]["test"][0] == "2020-12-27T00:00:00+00:00"
@@ -109,17 +142,17 @@ def test_pooled_linear_fold_folder_one_hot_and_resume(data, tmp_path: Path) -> N
     ridge = pickle.loads((fold / "model" / "ridge.pkl").read_bytes())
     assert ridge.n_features_in_ == 8 * (1 + 3)  # lookback x (close + one channel per universe symbol)
     # the one-hot channels matter: without them the pooled model is a different fit
-    plain = run_universe_forecasts(cfg.model_copy(update={"features": cfg.features.model_copy(update={"symbol_input": "none"}),
+    plain = run_forecasts(cfg.model_copy(update={"features": cfg.features.model_copy(update={"symbol_input": "none"}),
                                                           "run": cfg.run.model_copy(update={"name": "plain"})}),
                                    tmp_path, data=data).predictions
     lin = fr.predictions["model"] == "lin"
     assert not np.allclose(fr.predictions.loc[lin, "y_pred"], plain.loc[plain["model"] == "lin", "y_pred"])
     # resume: the same config reads every fold back and gives the same table; another config is refused
-    again = run_universe_forecasts(cfg, tmp_path, data=data)
+    again = run_forecasts(cfg, tmp_path, data=data)
     assert again.resumed
     pd.testing.assert_frame_equal(again.predictions, fr.predictions)
     with pytest.raises(RunDirError, match="made by a different config or data"):
-        run_universe_forecasts(universe_cfg(features={"pooled": True}, walkforward={"max_folds": 4}), tmp_path, data=data)
+        run_forecasts(universe_cfg(features={"pooled": True}, walkforward={"max_folds": 4}), tmp_path, data=data)
 
 
 # --- the leakage guard across symbols ---------------------------------------------------------------
@@ -129,8 +162,8 @@ def test_pooled_lstm_leakage_guard_across_symbols(data, tmp_path: Path) -> None:
                        walkforward={"max_folds": 1, "step": 30})
     eth = data.bars["ETH/USDT"]
     k = 120 + 15  # inside the block [120, 150): a fold that trained on any row of its own test block would differ
-    real = run_universe_forecasts(cfg, tmp_path / "real", data=data).predictions
-    junk = run_universe_forecasts(cfg, tmp_path / "junk", data=with_bars(data, "ETH/USDT", garbage_after(eth, k))).predictions
+    real = run_forecasts(cfg, tmp_path / "real", data=data).predictions
+    junk = run_forecasts(cfg, tmp_path / "junk", data=with_bars(data, "ETH/USDT", garbage_after(eth, k))).predictions
     cut = eth.index[k]
     a = real[real["timestamp"] <= cut][["timestamp", "symbol", "model", "y_pred"]].reset_index(drop=True)
     b = junk[junk["timestamp"] <= cut][["timestamp", "symbol", "model", "y_pred"]].reset_index(drop=True)
