@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from backtest.errors import ConfigError
+from strategies.params import STRATEGY_KEYS, StrategyConfig, check_strategy
 from models.params import PARAMS_BY_TYPE, AnyModelParams, ModelParams, PersistenceParams, parse_model_params
 
 FEATURE_INPUTS: tuple[str, ...] = (
@@ -211,28 +212,6 @@ def _models_before(v: Any) -> Any:
     return v
 
 
-class StrategyConfig(_Section):
-    """``[strategies.NAME]``: turns forecasts into long/flat signals."""
-
-    type: str = Field(..., description="long_flat, ensemble, buy_and_hold, always_flat, sma_cross")
-    threshold: float | None = Field(None, description="long when forecast > threshold (log return); default: round-trip cost")
-    entry_threshold: float | None = Field(None, description="hysteresis: enter when forecast > this")
-    exit_threshold: float | None = Field(None, description="hysteresis: exit when forecast < this")
-    models: list[str] | None = Field(None, description="ensemble: models to combine; default all")
-    method: Literal["vote", "mean"] = Field("mean", description="ensemble: majority vote of signals, or mean forecast")
-    fast: int = Field(10, ge=1, description="sma_cross fast window in bars")
-    slow: int = Field(30, ge=2, description="sma_cross slow window in bars")
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, v: str) -> str:
-        from strategies import STRATEGY_TYPES
-
-        if v not in STRATEGY_TYPES:
-            raise ValueError(f"unknown strategy type {v!r}{_did_you_mean(v, STRATEGY_TYPES)}; allowed: {', '.join(STRATEGY_TYPES)}")
-        return v
-
-
 class BacktestConfig(_Section):
     """``[backtest]``: costs and capital of the simulation."""
 
@@ -330,7 +309,7 @@ class Config(_Section):
                 unknown = [m for m in s.models if m not in self.models]
                 if unknown:
                     raise ValueError(f"strategies.{name}.models names unknown model(s) {', '.join(unknown)}; defined: {', '.join(self.models)}")
-            _check_strategy(name, s, self)
+            check_strategy(name, s, self.models, self.backtest.fees, self.backtest.slippage)
         if self.paper.model is not None and self.paper.model not in self.models:
             raise ValueError(f"paper.model {self.paper.model!r} is not a defined model; defined: {', '.join(self.models)}")
         wf = self.walkforward
@@ -346,42 +325,6 @@ class Config(_Section):
             for k in [k for k in body if k != "type" and k not in STRATEGY_KEYS.get(body["type"], ())]:
                 del body[k]
         return _to_toml(d)
-
-
-#: Keys each strategy type reads (``type`` aside); any other key set in its table is an error.
-STRATEGY_KEYS: dict[str, tuple[str, ...]] = {
-    "long_flat": ("threshold", "entry_threshold", "exit_threshold"),
-    "ensemble": ("threshold", "entry_threshold", "exit_threshold", "models", "method"),
-    "buy_and_hold": (),
-    "always_flat": (),
-    "sma_cross": ("fast", "slow"),
-}
-
-
-def _check_strategy(name: str, s: "StrategyConfig", cfg: "Config") -> None:
-    """Every parameter of ``[strategies.NAME]`` is used by its type and consistent, before any training."""
-    used = STRATEGY_KEYS.get(s.type, ())
-    ignored = sorted(k for k in s.model_fields_set if k != "type" and k not in used)
-    if ignored:
-        raise ValueError(f"strategies.{name}: {', '.join(map(repr, ignored))} is not a parameter of type {s.type!r}; "
-                         f"allowed: {', '.join(used) or 'no keys besides type'}")
-    if s.type == "sma_cross" and s.fast >= s.slow:
-        raise ValueError(f"strategies.{name}.fast ({s.fast}) must be smaller than slow ({s.slow})")
-    if s.type in ("long_flat", "ensemble") and (s.entry_threshold is not None or s.exit_threshold is not None):
-        from strategies.signals import round_trip_cost
-
-        default = s.threshold if s.threshold is not None else round_trip_cost(cfg.backtest.fees, cfg.backtest.slippage)
-        enter = default if s.entry_threshold is None else s.entry_threshold
-        leave = default if s.exit_threshold is None else s.exit_threshold
-        if leave > enter:
-            raise ValueError(f"strategies.{name}: exit_threshold ({leave:g}) must not exceed entry_threshold ({enter:g}); "
-                             "an unset one is threshold or the round-trip cost")
-    if s.type == "ensemble":
-        skip = ("persistence", "mean")  # the default ensemble leaves out models with no forecast of their own
-        names = s.models if s.models else [m for m, mc in cfg.models.items() if mc.type not in skip]
-        if not names or all(cfg.models[m].type in skip for m in names):
-            raise ValueError(f"strategies.{name}: an ensemble needs at least one forecasting model besides "
-                             f"{' and '.join(skip)} (models: {', '.join(names) or 'none'})")
 
 
 #: Keys added after run directories existed (universe runs; ``scale_target``), with the value that means the

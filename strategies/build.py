@@ -7,14 +7,18 @@ appended when the run has several seeds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from backtest.config import Config, StrategyConfig
 from strategies import BASELINE_STRATEGIES
+from strategies.params import StrategyConfig
 from strategies.signals import (
     always_flat, buy_and_hold, ensemble_forecast, ensemble_vote, long_flat, round_trip_cost, sma_cross,
 )
+
+if TYPE_CHECKING:  # the config is passed in; strategies import nothing from the engine at run time
+    from backtest.config import Config
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,42 @@ def test_predict_signal_is_the_backtest_signal(tiny_run: Path, tmp_path) -> None
         assert f.predicted_return == pytest.approx(run_row["y_pred"], abs=1e-6)
 
 
+def test_predict_mid_span_uses_the_fold_the_backtest_used(tiny_run: Path, tmp_path) -> None:
+    """Issue 20 #1: data ending at a bar T inside an *earlier* fold's test block is forecast with that fold's
+    model (trained only on bars before its test block), not the newest fold's: predict's forecast equals the
+    backtest's forecast made at T, for every model and seed shown."""
+    from backtest.data.load import bundled_path
+    from backtest.predict import predict_next
+    from backtest.rundir import read_run
+
+    _, _, preds = read_run(tiny_run)
+    folds = sorted(preds["fold"].unique())
+    assert len(folds) >= 2
+    in_first = preds[preds["fold"] == folds[0]]["timestamp"].sort_values()
+    t = in_first.iloc[len(in_first) // 2]  # mid-block of the first fold, a newer fold exists
+    raw = pd.read_csv(bundled_path())
+    raw[pd.to_datetime(raw["timestamp"], utc=True) <= t].to_csv(tmp_path / "mid.csv", index=False)
+    res = predict_next(tiny_run, data_source=str(tmp_path / "mid.csv"))
+    for f in res.forecasts:
+        row = preds[(preds["model"] == f.model) & (preds["timestamp"] == t)].iloc[0]
+        assert f.last_bar == t and f.fold == row["fold"] == folds[0]
+        assert f.predicted_return == pytest.approx(row["y_pred"], abs=1e-6)
+
+
+def test_predict_refuses_data_ending_before_the_first_test_bar(tiny_run: Path, tmp_path, capsys) -> None:
+    """No fold was trained only on bars before such data's next bar: one line, exit 2."""
+    from backtest.data.load import bundled_path
+    from backtest.rundir import read_run
+
+    _, _, preds = read_run(tiny_run)
+    first = preds["timestamp"].min()
+    raw = pd.read_csv(bundled_path())
+    raw[pd.to_datetime(raw["timestamp"], utc=True) < first].to_csv(tmp_path / "early.csv", index=False)
+    assert main(["predict", str(tiny_run), "--data", str(tmp_path / "early.csv")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln]
+    assert len(err) == 1 and "before the run's first test bar" in err[0]
+
+
 def test_predict_refuses_data_of_another_timeframe(tiny_run: Path, tmp_path, capsys) -> None:
     from backtest.data.load import bundled_path
 

@@ -97,7 +97,7 @@ class SavedFold:
 
     ``test_start`` / ``test_end``: the first and last decision bar of its test block (open times, UTC) of
     ``symbol`` (a per-symbol fold has one). The model trained on rows ``t <= T - 1 - horizon`` of
-    ``T = test_start``: every bar it saw lies before ``test_start`` (:meth:`trained_before`).
+    ``T = test_start``: every bar it saw lies before ``test_start``.
     """
 
     folder: Path
@@ -115,11 +115,6 @@ class SavedFold:
         if key not in self.transforms:
             raise RunDirError(f"{self.folder}: no transform for {symbol!r} (pooled over {', '.join(self.transforms)})")
         return self.transforms[key]
-
-    def trained_before(self, bar: pd.Timestamp) -> bool:
-        """Whether every bar this fold's model saw (training targets included) lies before ``bar``:
-        its test block starts at or before ``bar``, so its forecast at ``bar`` is the backtest's."""
-        return self.test_start <= bar
 
     def forecast(self, feats: np.ndarray, close: np.ndarray, row: int, symbol: str | None = None) -> np.ndarray:
         """Predicted log returns ``r̂[t+1..t+K]`` of decision row ``row`` (bars ``<= row`` only)."""

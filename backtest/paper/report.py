@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.config import Config, StrategyConfig, make_model_config, parse_config
+from backtest.config import Config, make_model_config, parse_config
+from strategies.params import StrategyConfig
 from backtest.errors import LedgerError
 from backtest.paper.ledger import Account, Ledger, iso, ts
 from backtest.paper.logs import get_logger

@@ -13,7 +13,8 @@ import pytest
 from backtest.errors import RunDirError
 from backtest.features import feature_matrix, first_valid_row
 from backtest.data.universe import as_loaded
-from backtest.folds.plan import plan_folds, pooled_blocks, test_span
+from backtest.folds.plan import plan_folds, pooled_blocks
+from backtest.folds.plan import test_span as universe_span  # not collected as a test
 from backtest.run import UNIVERSE_PREDICTION_COLUMNS, run_forecasts
 from tests.universe.helpers import SYMBOLS, TINY_NET, bundled_universe, garbage_after, universe_cfg, with_bars
 
@@ -37,7 +38,7 @@ def test_per_symbol_runs_are_each_symbols_own_walk_forward(data, tmp_path: Path)
         assert fr.plan.folds[sym] == plan_folds(len(bars), first, cfg.walkforward, cfg.features.horizon)
         mine = preds[preds["symbol"] == sym].drop(columns="symbol").reset_index(drop=True)
         alone = run_forecasts(cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": "one"})}),
-                              tmp_path / sym.replace("/", "_"), data=as_loaded(data, sym)).predictions
+                              tmp_path / sym.replace("/", "_"), data=as_loaded(data, sym)).predictions.drop(columns="symbol")
         pd.testing.assert_frame_equal(mine, alone)
         assert mine["timestamp"].min() == bars.index[120]  # enters once it has initial_train bars
         assert (tmp_path / "u" / "folds" / sym.replace("/", "_") / "lin" / "1" / "seed-0" / "forecasts.csv").is_file()
@@ -82,7 +83,7 @@ def test_a_symbol_ending_early_is_refused_before_anything_is_written(data, tmp_p
 def test_pooled_calendar_trains_only_on_rows_known_before_the_block(data, window: str, horizon: int) -> None:
     cfg = universe_cfg(walkforward={"window": window, "train_length": 100}, features={"horizon": horizon})
     first = {s: first_valid_row(feature_matrix(b, ["close"]), 8) for s, b in data.bars.items()}
-    span = test_span(data.bars, cfg.walkforward, horizon)
+    span = universe_span(data.bars, cfg.walkforward, horizon)
     blocks = span.blocks(cfg.walkforward.step)
 
     class F:  # a block of the calendar with its participants' rows
@@ -125,7 +126,7 @@ def test_pooled_universe_of_one_symbol_equals_the_single_symbol_run(data, tmp_pa
                      {"ETH/USDT": "eth"}, {"ETH/USDT": "x"})
     pooled = run_forecasts(cfg, tmp_path / "p", data=one).predictions.drop(columns="symbol")
     seq = cfg.model_copy(update={"walkforward": cfg.walkforward.model_copy(update={"executor": "sequential"})})
-    alone = run_forecasts(seq, tmp_path / "s", data=as_loaded(data, "ETH/USDT")).predictions
+    alone = run_forecasts(seq, tmp_path / "s", data=as_loaded(data, "ETH/USDT")).predictions.drop(columns="symbol")
     pd.testing.assert_frame_equal(pooled, alone)
 
 
