@@ -1,6 +1,6 @@
 """Features and targets, with every fitted transform fit on a fold's training rows only.
 
-Time alignment (DESIGN.md):
+Time alignment (docs/design.md, "Time alignment"):
 
 * ``feature_matrix`` row ``t`` uses bars ``<= t`` only (causal indicators);
 * ``target_returns`` row ``t`` holds ``r[t+1..t+K]``, ``r[t+1] = ln(close[t+1] / close[t])``,

@@ -1,4 +1,4 @@
-"""The run directory contract (DESIGN.md): paths, the config fingerprint, and reading runs back.
+"""The run directory contract (docs/design.md, "Run directory"): paths, the config fingerprint, and reading runs back.
 
 ``runs/<name>/`` holds ``config.toml``, ``meta.json``, ``predictions.csv``,
 ``metrics.json``, ``trades.csv``, ``equity.csv``, ``folds/``, ``figures/`` and

@@ -7,7 +7,7 @@ appended when the run has several seeds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Mapping, Protocol
 
 import pandas as pd
 
@@ -17,8 +17,21 @@ from strategies.signals import (
     always_flat, buy_and_hold, ensemble_forecast, ensemble_vote, long_flat, round_trip_cost, sma_cross,
 )
 
-if TYPE_CHECKING:  # the config is passed in; strategies import nothing from the engine at run time
-    from backtest.config import Config
+
+class Costs(Protocol):
+    """The costs of a fill (``[backtest]``)."""
+
+    fees: float  # fraction of order value per fill
+    slippage: float  # fraction of price lost per fill
+
+
+class SignalConfig(Protocol):
+    """What signals read of a run's config (``backtest.config.Config`` has it; strategies import nothing
+    from the engine): the strategies, the models (``.type`` of each) and the costs."""
+
+    strategies: Mapping[str, StrategyConfig]
+    models: Mapping[str, Any]
+    backtest: Costs
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,7 @@ def _long_flat(s: StrategyConfig, forecast: pd.Series, default_threshold: float)
     return long_flat(forecast, t, s.entry_threshold, s.exit_threshold)
 
 
-def build_signals(cfg: Config, predictions: pd.DataFrame, bars: pd.DataFrame) -> tuple[pd.DataFrame, list[PortfolioSpec]]:
+def build_signals(cfg: SignalConfig, predictions: pd.DataFrame, bars: pd.DataFrame) -> tuple[pd.DataFrame, list[PortfolioSpec]]:
     """Boolean signal columns indexed by decision bar t (the test bars), and what each column is."""
     index = pd.DatetimeIndex(sorted(predictions["timestamp"].unique()), name="timestamp")
     thr = round_trip_cost(cfg.backtest.fees, cfg.backtest.slippage)

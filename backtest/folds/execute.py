@@ -21,37 +21,7 @@ import pandas as pd
 from backtest.folds.plan import FoldTask
 from backtest.folds.store import FoldResult, FoldStore
 from backtest.folds.units import Unit, make_units, needs_tensorflow, work_order
-from backtest.quiet import import_tensorflow
-
-
-def ensure_tensorflow() -> None:
-    """TensorFlow imported quietly, with one intra-op and one inter-op thread (set before its runtime starts;
-    a process whose TensorFlow runtime already started -- a notebook that trained before -- keeps its own)."""
-    import_tensorflow()
-    try:
-        import tensorflow as tf
-    except ImportError:  # another Keras backend (JAX, PyTorch)
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
-
-
-#: Compiled trainers of a worker process, kept across the units it is given (a speed-up only: each trainer is
-#: reset to its members' initial weights and zeroed optimizer slots before use, so results do not depend on it).
-_WORKER_CACHE: dict = {}
-
-
-def _worker_unit(unit: Unit, bars: dict[str, pd.DataFrame]) -> list[Any]:
-    """A worker process computing one unit (TensorFlow is imported on the first network unit)."""
-    from backtest.folds.compute import run_unit
-
-    if needs_tensorflow(unit.tasks):
-        ensure_tensorflow()
-    outs = run_unit(unit, bars, _WORKER_CACHE)
-    return outs
+from backtest.folds.worker import ensure_tensorflow, worker_unit
 
 
 def workers_of(workers: int | None) -> int:
@@ -119,10 +89,10 @@ def execute(tasks: list[FoldTask], bars: dict[str, pd.DataFrame], store: FoldSto
         import multiprocessing as mp
 
         with ProcessPoolExecutor(max_workers=min(n, len(units)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_worker_unit, u, bars): u for u in units}
+            futures = {pool.submit(worker_unit, u, bars): u for u in units}
             for fut in as_completed(futures):
                 take(futures[fut], fut.result())
     return [got[t.folder] for t in tasks]
 
 
-__all__ = ["ensure_tensorflow", "execute", "session", "workers_of"]
+__all__ = ["execute", "session", "workers_of"]

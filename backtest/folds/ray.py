@@ -30,7 +30,7 @@ import pandas as pd
 
 from backtest.config import RayConfig
 from backtest.errors import ConfigError
-from backtest.folds.units import Unit, needs_tensorflow
+from backtest.folds.units import Unit
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)  # the folder holding backtest/, models/, ...
 
@@ -154,13 +154,10 @@ def connect(rc: RayConfig) -> bool:
 
 def _remote_unit(unit: Unit, bars: dict[str, pd.DataFrame]) -> list[Any]:
     """Worker side: one unit, computed as every executor computes it (one TensorFlow and BLAS thread)."""
-    from backtest.folds.compute import run_unit
-    from backtest.folds.execute import _WORKER_CACHE, ensure_tensorflow
+    from backtest.folds.worker import worker_unit
 
-    if needs_tensorflow(unit.tasks):
-        ensure_tensorflow()
     own = {s: b.copy() for s, b in bars.items()}  # out of the read-only, differently aligned object-store buffer
-    return run_unit(unit, own, _WORKER_CACHE)
+    return worker_unit(unit, own)
 
 
 def run_on_ray(units: list[Unit], bars: dict[str, pd.DataFrame], rc: RayConfig,

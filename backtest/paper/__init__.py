@@ -1,6 +1,6 @@
 """Paper trading on live ccxt candles, with a crash-safe SQLite ledger that agrees with the backtest.
 
-Time alignment (the same contract as the backtest, DESIGN.md):
+Time alignment (the same contract as the backtest, docs/design.md "Time alignment"):
 
 * a bar is labelled by its **open** time (UTC) and is processed only once it has
   closed (``open + 1 bar <= now``);
