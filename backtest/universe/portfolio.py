@@ -33,13 +33,14 @@ symbol's next real bar (:func:`defer_universe_fills`):
 * the symbol keeps the position it had on the bar before (its long/flat state
   is carried over the synthetic bars), so a change of its own position first
   counts in ``L(t)`` at its next real bar, where the usual rebalance happens;
-* when another symbol's change makes a bar a rebalance bar on which this symbol
-  is synthetic, the other symbols get their usual targets (``1 / |L(t)|``, with
-  ``L(t)`` counting the waiting symbol as held if it is) and the waiting symbol
-  keeps its drifted position; at its next real bar it alone is resized to
-  ``1 / |L|`` of that bar's value (or sold to 0 if flat), unless that bar is a
-  rebalance bar anyway. Cash absorbs the difference meanwhile: targets that add
-  up to more than the value are cut at the last buy as above, never leverage.
+* when a rebalance bar (another symbol's change) is synthetic for a symbol
+  that has an order in it, that symbol gets no order and keeps its drifted
+  position, the others get their usual targets (``1 / |L(t)|``, ``L(t)``
+  counting the waiting symbol as held if it is), and the whole rebalance is
+  done again at the waiting symbol's next real bar (every symbol real there
+  back to ``1 / |L|`` of that bar's value); meanwhile targets that add up to
+  more than the value are cut at the last buy as above -- never leverage -- and
+  value the waiting symbol does not take stays in cash.
 
 :attr:`UniverseSimulation.fills_moved` counts the orders that the schedule
 without this rule would fill at the open of a symbol's synthetic bar.
@@ -166,9 +167,9 @@ def defer_universe_fills(held: pd.DataFrame, syn: pd.DataFrame) -> tuple[pd.Data
     ``held``: bool (bars x symbols) after :func:`universe_positions`; ``syn``: bool frame of the same
     shape (:func:`synthetic_frame`). Each symbol keeps, on its synthetic bars, the position of the bar
     before (flat before the first bar); the weights are :func:`rebalance_weights` of those positions, with
-    no order (NaN) on a symbol's synthetic bar, and an order it missed there (a resize forced by another
-    symbol's change) placed at its next real bar when that bar is not a rebalance bar already: target
-    ``1 / |L|`` if held, else 0. An order due after the last bar is dropped. The count is the number of
+    no order (NaN) on a symbol's synthetic bar; a rebalance in which a symbol missed its order that way is
+    done again in full at that symbol's next real bar (targets ``1 / |L|`` if held, else 0) unless that bar
+    is a rebalance bar already. An order due after the last bar is dropped. The count is the number of
     orders that :func:`rebalance_weights` of ``held`` (no deferral) places on synthetic cells.
     """
     fake = syn.reindex(index=held.index, columns=held.columns, fill_value=False).to_numpy(bool)
@@ -177,19 +178,19 @@ def defer_universe_fills(held: pd.DataFrame, syn: pd.DataFrame) -> tuple[pd.Data
         return held, weights0, 0
     moved = int((_orders(held, weights0) & fake).sum())
     deferred = held.astype(float).mask(fake).ffill().fillna(0.0).astype(bool)
-    weights = rebalance_weights(deferred)
-    missed = _orders(deferred, weights) & fake
-    w = weights.to_numpy(float).copy()
     h = deferred.to_numpy(bool)
+    prev = np.vstack([np.zeros((1, h.shape[1]), bool), h[:-1]])
     n_long = h.sum(axis=1)
-    for i, j in zip(*np.nonzero(missed)):
-        w[i, j] = np.nan
-        real = np.nonzero(~fake[i + 1:, j])[0]
-        if len(real):
-            k = i + 1 + real[0]
-            if np.isnan(w[k, j]):
-                w[k, j] = 1.0 / n_long[k] if h[k, j] else 0.0
-    return deferred, pd.DataFrame(w, index=weights.index, columns=weights.columns), moved
+    w = rebalance_weights(deferred).to_numpy(float).copy()
+    for i in np.nonzero(fake.any(axis=1))[0]:  # in time order: a redone rebalance may meet another synthetic bar
+        missed = ~np.isnan(w[i]) & ((w[i] > 0) | prev[i]) & fake[i]
+        for j in np.nonzero(missed)[0]:
+            w[i, j] = np.nan
+            real = np.nonzero(~fake[i + 1:, j])[0]
+            k = i + 1 + real[0] if len(real) else None
+            if k is not None and np.isnan(w[k]).all():
+                w[k] = np.where(h[k], 1.0 / max(n_long[k], 1), 0.0)
+    return deferred, pd.DataFrame(w, index=held.index, columns=held.columns), moved
 
 
 def simulate_universe(
