@@ -150,7 +150,7 @@ def evaluate(cfg: Config, predictions: pd.DataFrame, bars: pd.DataFrame, timefra
     level = bt.significance_level
     signals, specs = build_signals(cfg, predictions, bars)
     signals = hold_on_synthetic(signals, synthetic)  # a repaired bar is never traded on as if real
-    sim = simulate(signals, bars, bt, timeframe)
+    sim = simulate(signals, bars, bt, timeframe, synthetic=synthetic)
     returns = sim.portfolio.returns()  # type: ignore[attr-defined]
     bh_label = next(s.label for s in specs if s.strategy_type == "buy_and_hold")
     bh_ret = returns[bh_label].to_numpy()

@@ -9,7 +9,7 @@ import pytest
 
 from backtest.config import BacktestConfig
 from backtest.metrics import classification, regression
-from backtest.simulate import execution_positions, simulate
+from backtest.simulate import defer_synthetic_fills, execution_positions, simulate, trades_table
 from strategies.signals import long_flat, round_trip_cost
 
 
@@ -47,6 +47,46 @@ def test_signals_are_shifted_exactly_one_bar() -> None:
     sig = pd.DataFrame({"a": [True, False, True, True]}, index=bars.index[:4])
     held = execution_positions(sig, bars)
     assert held["a"].tolist() == [False, True, False, True, True]
+
+
+def test_a_fill_due_on_a_synthetic_bar_moves_to_the_next_real_open() -> None:
+    """Bar 2 was inserted by the repair (open = high = low = close = close[1], volume 0). The long decided
+    at the close of bar 1 would fill at bar 2's invented open (103 * (1 + s)); it must fill at the open of
+    bar 3 (106, the next real bar), the sell decided at bar 3 at bar 4's open, and one fill is moved."""
+    bars = bars_of([100, 101, 103, 106, 99, 98], [101, 103, 103, 104, 98, 97])
+    bars.iloc[2] = [103.0, 103.0, 103.0, 103.0, 0.0]
+    synthetic = pd.Series([False, False, True, False, False, False], index=bars.index)
+    sig = pd.DataFrame({"s": [False, True, True, False, False], "flat": False}, index=bars.index[:5])
+    f, s, cash0 = 0.001, 0.0005, 1000.0
+    costs = BacktestConfig(fees=f, slippage=s, init_cash=cash0)
+    sim = simulate(sig, bars, costs, "1d", synthetic=synthetic)
+    trades = trades_table(sim)
+    [trade] = trades[trades["portfolio"] == "s"].itertuples()
+    assert trade.entry_time == bars.index[3] and trade.entry_price == pytest.approx(106 * (1 + s), rel=1e-12)
+    assert trade.exit_time == bars.index[4] and trade.exit_price == pytest.approx(99 * (1 - s), rel=1e-12)
+    assert sim.fills_moved == 1 and sim.fills_moved_by.to_dict() == {"s": 1, "flat": 0}
+    assert sim.positions["s"].tolist() == [False, False, False, True, False, False]
+    size = cash0 / (106 * (1 + s) * (1 + f))
+    want = [cash0, cash0, cash0, size * 104, size * 99 * (1 - s) * (1 - f), size * 99 * (1 - s) * (1 - f)]
+    np.testing.assert_allclose(sim.equity["s"].to_numpy(), want, rtol=1e-12)
+    # without the mask the same signals buy at the synthetic open: the case is not vacuous
+    naive = trades_table(simulate(sig, bars, costs, "1d"))
+    assert naive.loc[naive["portfolio"] == "s", "entry_price"].item() == pytest.approx(103 * (1 + s), rel=1e-12)
+
+
+def test_deferral_over_a_run_of_synthetic_bars_and_at_the_end() -> None:
+    """Positions keep the previous bar's value over consecutive synthetic bars; a fill due on a synthetic
+    last bar is not made (no real open to fill at) and still counts as moved."""
+    idx = pd.date_range("2024-01-01", periods=6, freq="1D", tz="UTC")
+    held = pd.DataFrame({"a": [False, True, True, True, False, False], "b": [False, False, False, False, False, True]},
+                        index=idx)
+    syn = pd.Series([False, True, True, False, False, True], index=idx)
+    out, moved = defer_synthetic_fills(held, syn)
+    assert out["a"].tolist() == [False, False, False, True, False, False]
+    assert out["b"].tolist() == [False] * 6
+    assert moved.to_dict() == {"a": 1, "b": 1}
+    same, none = defer_synthetic_fills(held, None)
+    assert same is held and none.sum() == 0
 
 
 def test_round_trip_cost_and_long_flat_hysteresis() -> None:

@@ -9,7 +9,11 @@ A cycle (:meth:`PaperTrader.cycle`, ``walkforward paper run CONFIG --once``):
 
    a. fill the order decided at the close of the previous bar at **this bar's
       open** (:mod:`backtest.paper.fills`: vectorbt's all-in/all-out rules,
-      ``backtest.fees`` and ``backtest.slippage``);
+      ``backtest.fees`` and ``backtest.slippage``) -- unless this bar is synthetic
+      (inserted or price-replaced by ``data.repair = "ffill"``: its open never
+      traded); then every pending order waits and fills at the open of the next
+      real bar, as :func:`backtest.simulate.defer_synthetic_fills` does in the
+      backtest, and the ledger records the bar as synthetic;
    b. value every portfolio at this bar's close (``cash + position * close``);
    c. retrain when the walk-forward schedule says so -- every
       ``walkforward.step`` bars from the first paper bar, with the
@@ -291,7 +295,7 @@ class PaperTrader:
         crash_point("after_fetch")
         created = acct is None
         if acct is None:
-            acct = self._create_account(ledger, frame)
+            acct = self._create_account(ledger, frame, synthetic)
         window = self._window(ledger, acct, frame)
         state = ledger.load_state(acct)
         start = acct.history if state.last_idx is None else state.last_idx + 1
@@ -344,7 +348,7 @@ class PaperTrader:
         self.log.debug("%s: %d closed bars up to %s (%d new)", source, len(frame), iso(frame.index[-1]), new)
         return frame, report.synthetic
 
-    def _create_account(self, ledger: Ledger, frame: pd.DataFrame) -> Account:
+    def _create_account(self, ledger: Ledger, frame: pd.DataFrame, synthetic: pd.Series | None = None) -> Account:
         s, d = self.setup, self.cfg.data
         need = s.history + 1
         if len(frame) < need:
@@ -362,7 +366,7 @@ class PaperTrader:
             slippage=float(s.engine.backtest.slippage),
         )
         _claim_folder(self.paths, acct, self.log)
-        ledger.create_account(acct, window.iloc[: s.history])
+        ledger.create_account(acct, window.iloc[: s.history], synthetic)
         self.log.info("new paper account %r: %s %s %s, history %d bars from %s, first decision at the close of %s; "
                       "portfolios %s", acct.account, acct.exchange, acct.symbol, acct.timeframe, acct.history,
                       iso(acct.origin), iso(acct.first_bar), ", ".join(acct.labels))
@@ -389,13 +393,19 @@ class PaperTrader:
                      synthetic: pd.Series | None = None) -> BarRecord:
         t = window.index[i]
         o, h, lo, c, v = (float(x) for x in window.iloc[i][["open", "high", "low", "close", "volume"]])
-        rec = BarRecord(t, i, (o, h, lo, c, v))
+        fake = (np.zeros(len(window), bool) if synthetic is None
+                else synthetic.reindex(window.index, fill_value=False).astype(bool).to_numpy())
+        rec = BarRecord(t, i, (o, h, lo, c, v), synthetic=bool(fake[i]))
         book = dict(state.book)
         for label in [x for x in acct.labels if x in state.pending]:
             decided, side = state.pending[label]
-            if i == 0 or decided != window.index[i - 1]:
+            j = window.index.get_indexer([decided])[0]
+            if j < 0 or j >= i or not fake[j + 1: i].all():  # due at the first real bar after its decision
                 raise LedgerError(f"{self.paths.ledger}: order of {label} decided at {iso(decided)} cannot be "
                                   f"filled at {iso(t)}")
+            if rec.synthetic:  # no fill at an invented open: the order waits for the next real bar's open
+                rec.waiting[label] = (decided, side)
+                continue
             pos, cash = book[label]
             fill = (buy_all(cash, o, acct.fees, acct.slippage) if side == "buy"
                     else sell_all(pos, cash, o, acct.fees, acct.slippage))
@@ -426,6 +436,8 @@ class PaperTrader:
         signals = self._signals(acct, state, rec, bars, synthetic)
         rec.signals = signals
         for label in acct.labels:
+            if label in rec.waiting:  # its order still waits for a real open (the signal was held: same side)
+                continue
             long_now = book[label][0] > 0
             if signals[label] and not long_now:
                 rec.orders[label] = "buy"
@@ -522,7 +534,8 @@ class PaperTrader:
         fills = ", ".join(f"{p} {f.side} {f.size:.8g} @ {f.exec_price:.8g}" for p, _, f in rec.fills)
         orders = ", ".join(f"{p} {s}" for p, s in rec.orders.items())
         self.log.info("bar %s close %.8g: %s%s", iso(rec.time), rec.close,
-                      f"filled {fills}" if fills else "no fills",
+                      f"filled {fills}" if fills else
+                      "synthetic (repaired) bar, no fill at its open" if rec.synthetic else "no fills",
                       f"; orders for the next open: {orders}" if orders else "")
 
     def _send_sandbox(self, ledger: Ledger, acct: Account, exchange: Any, rec: BarRecord) -> None:

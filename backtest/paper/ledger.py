@@ -14,17 +14,26 @@ Tables (all keyed by ``account, symbol, timeframe`` first):
 ``history_bars``  the candles before the first decision (row ``0 .. history-1``): model and
                   indicator warm-up, kept so the ledger alone reproduces every number
 ``bars``          one row per processed bar (row ``idx`` of the window), its OHLCV
+                  (both bar tables: ``synthetic`` 1 = inserted or price-replaced by
+                  ``data.repair = "ffill"``, its prices never traded; 0 = real; NULL = not
+                  recorded, a bar written before schema version 2)
 ``forecasts``     per bar and model: predicted log return r̂[t+1] (``y_pred``; ``y_pred_steps``
                   all K steps as JSON), the fold that made it
 ``signals``       per bar and portfolio: the desired position for bar t+1 (1 long, 0 flat)
 ``orders``        a change of position decided at the close of ``decision_time``, to be filled
                   at the next bar's open; ``pending`` until that bar is processed
 ``fills``         per bar and portfolio: the order filled at this bar's open (size, open,
-                  exec price, fees, cash and position after)
+                  exec price, fees, cash and position after); never on a synthetic bar: an
+                  order whose next bar is synthetic stays ``pending`` and fills at the open of
+                  the next real bar (``bar_time`` later than the bar after ``decision_time``)
 ``positions``     per bar and portfolio: position (base currency) and cash (quote) after the fills
 ``equity``        per bar and portfolio: close and value ``cash + position * close`` (quote)
 ``trainings``     per model and fold: when and on which rows the model was retrained
 ``sandbox_orders`` orders sent to the exchange sandbox (``paper.sandbox_orders``), outcome
+
+Schema versions (``PRAGMA user_version``): 1 the first; 2 adds ``synthetic`` to
+``bars`` and ``history_bars``. :meth:`Ledger.open` migrates an older ledger in one
+transaction (:data:`MIGRATIONS`; the bars it already holds get NULL: not recorded).
 
 No API key or secret is ever written here.
 """
@@ -45,7 +54,13 @@ from backtest.errors import LedgerError
 from backtest.paper.fills import Fill
 from backtest.paper.hooks import crash_point
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Statements that take a ledger from version ``v`` to ``v + 1``, run in one transaction by :meth:`Ledger.open`.
+MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE history_bars ADD COLUMN synthetic INTEGER CHECK (synthetic IN (0, 1))",
+        "ALTER TABLE bars ADD COLUMN synthetic INTEGER CHECK (synthetic IN (0, 1))"],
+}
 
 _KEY = "account TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL"
 _BAR_FK = "FOREIGN KEY (account, symbol, timeframe, bar_time) REFERENCES bars (account, symbol, timeframe, bar_time)"
@@ -72,12 +87,14 @@ CREATE TABLE account (
 CREATE TABLE history_bars (
     {_KEY}, bar_time TEXT NOT NULL, idx INTEGER NOT NULL,
     open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL, volume REAL,
+    synthetic INTEGER CHECK (synthetic IN (0, 1)),
     PRIMARY KEY (account, symbol, timeframe, bar_time)
 );
 CREATE TABLE bars (
     {_KEY}, bar_time TEXT NOT NULL, idx INTEGER NOT NULL,
     open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL, volume REAL,
     processed_at TEXT NOT NULL,
+    synthetic INTEGER CHECK (synthetic IN (0, 1)),
     PRIMARY KEY (account, symbol, timeframe, bar_time),
     UNIQUE (account, symbol, timeframe, idx)
 );
@@ -250,6 +267,8 @@ class BarRecord:
     time: pd.Timestamp
     idx: int
     ohlcv: tuple[float, float, float, float, float]
+    synthetic: bool = False  # inserted or price-replaced by the repair: no fill at its open
+    waiting: dict[str, tuple[pd.Timestamp, str]] = field(default_factory=dict)  # pending orders kept (synthetic bar)
     fills: list[tuple[str, pd.Timestamp, Fill]] = field(default_factory=list)  # portfolio, decision time, fill
     book: dict[str, tuple[float, float]] = field(default_factory=dict)  # portfolio -> (position, cash) after fills
     equity: dict[str, float] = field(default_factory=dict)
@@ -278,7 +297,7 @@ class LedgerState:
         """Advance to the state after ``rec`` was committed."""
         self.last_time, self.last_idx = rec.time, rec.idx
         self.book = dict(rec.book)
-        self.pending = {label: (rec.time, side) for label, side in rec.orders.items()}
+        self.pending = {**rec.waiting, **{label: (rec.time, side) for label, side in rec.orders.items()}}
         for f in rec.forecasts:
             self.forecasts.append({"timestamp": rec.time, "model": f.model, "seed": f.seed, "fold": f.fold,
                                    "y_pred": f.y_pred, "steps": list(f.steps)})
@@ -315,6 +334,8 @@ class Ledger:
                 conn.close()
                 raise LedgerError(f"{p}: not a paper ledger (no schema)")
             ledger._create_schema()
+        elif version in MIGRATIONS:
+            ledger._migrate(version)
         elif version != SCHEMA_VERSION:
             conn.close()
             raise LedgerError(f"{p}: ledger schema version {version} is not supported (expected {SCHEMA_VERSION})")
@@ -329,6 +350,16 @@ class Ledger:
                 if stmt.strip():
                     self.conn.execute(stmt)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _migrate(self, version: int) -> None:
+        """Bring a ledger of an older schema ``version`` to :data:`SCHEMA_VERSION`, all steps in one transaction."""
+        with self.transaction() as c:
+            if c.execute("PRAGMA user_version").fetchone()[0] != version:  # another process migrated it
+                return
+            for v in range(version, SCHEMA_VERSION):
+                for stmt in MIGRATIONS[v]:
+                    c.execute(stmt)
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.conn.close()
@@ -367,8 +398,9 @@ class Ledger:
             created_at=d["created_at"],
         )
 
-    def create_account(self, acct: Account, history: pd.DataFrame) -> None:
-        """Write the account row and the warm-up candles (rows ``0 .. history-1``) in one transaction."""
+    def create_account(self, acct: Account, history: pd.DataFrame, synthetic: pd.Series | None = None) -> None:
+        """Write the account row and the warm-up candles (rows ``0 .. history-1``) in one transaction;
+        ``synthetic``: the repair's mask (True = synthetic bar; bars missing from it, or None, are real)."""
         if len(history) != acct.history or (len(history) and history.index[0] != acct.origin):
             raise LedgerError(f"{self.path}: {len(history)} history bars given for history = {acct.history}")
         with self.transaction() as c:
@@ -381,10 +413,13 @@ class Ledger:
                  json.dumps(acct.identity, sort_keys=True), iso(acct.origin), iso(acct.first_bar), acct.history,
                  acct.seed, acct.init_cash, acct.fees, acct.slippage, acct.created_at or utc_now_iso()),
             )
+            fake = (np.zeros(len(history), bool) if synthetic is None
+                    else synthetic.reindex(history.index, fill_value=False).astype(bool).to_numpy())
             c.executemany(
-                "INSERT INTO history_bars VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(*acct.key, iso(t), i, *map(float, row)) for i, (t, row) in
-                 enumerate(zip(history.index, history[["open", "high", "low", "close", "volume"]].to_numpy()))],
+                "INSERT INTO history_bars (account, symbol, timeframe, bar_time, idx, open, high, low, close, volume, "
+                "synthetic) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(*acct.key, iso(t), i, *map(float, row), int(f)) for i, (t, row, f) in
+                 enumerate(zip(history.index, history[["open", "high", "low", "close", "volume"]].to_numpy(), fake))],
             )
 
     # ----------------------------------------------------------------- state
@@ -445,7 +480,9 @@ class Ledger:
             if (last is None) != (expect_last is None) or (last is not None and ts(last) != expect_last):
                 raise LedgerError(f"{self.path}: the ledger changed while bar {t} was computed "
                                   f"(last bar {last}, expected {expect_last}); is another paper process running?")
-            c.execute("INSERT INTO bars VALUES (?,?,?,?,?,?,?,?,?,?,?)", (*key, t, rec.idx, *rec.ohlcv, now))
+            c.execute("INSERT INTO bars (account, symbol, timeframe, bar_time, idx, open, high, low, close, volume, "
+                      "processed_at, synthetic) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (*key, t, rec.idx, *rec.ohlcv, now, int(rec.synthetic)))
             for label, decided, fill in rec.fills:
                 n = c.execute("UPDATE orders SET status='filled', fill_time=? WHERE account=? AND symbol=? AND "
                               "timeframe=? AND decision_time=? AND portfolio=? AND status='pending' AND side=?",
@@ -455,9 +492,11 @@ class Ledger:
                 c.execute("INSERT INTO fills VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                           (*key, t, label, iso(decided), fill.side, fill.size, fill.price, fill.exec_price, fill.fees,
                            fill.cash_after, fill.position_after))
-            # an order that could not be filled (no cash / nothing to sell) is closed as rejected
-            c.execute("UPDATE orders SET status='rejected', fill_time=? WHERE account=? AND symbol=? AND timeframe=? "
-                      "AND status='pending' AND decision_time < ?", (t, *key, t))
+            # an order that could not be filled (no cash / nothing to sell) is closed as rejected; on a synthetic
+            # bar no order is filled or rejected: every pending one waits for the next real bar's open
+            if not rec.synthetic:
+                c.execute("UPDATE orders SET status='rejected', fill_time=? WHERE account=? AND symbol=? AND "
+                          "timeframe=? AND status='pending' AND decision_time < ?", (t, *key, t))
             crash_point("after_fill")
             c.executemany("INSERT INTO positions VALUES (?,?,?,?,?,?,?)",
                           [(*key, t, label, pos, cash) for label, (pos, cash) in rec.book.items()])
@@ -515,6 +554,16 @@ class Ledger:
         return pd.DataFrame([r[1:] for r in rows], index=index,
                             columns=["open", "high", "low", "close", "volume"]).astype("float64")
 
+    def window_synthetic(self, acct: Account) -> pd.Series:
+        """The engine window's synthetic-bar flags (index as :meth:`window_bars`): True = inserted or
+        price-replaced by the repair; a bar written before schema version 2 (NULL) counts as real, as the
+        engine of that version traded it."""
+        rows = self.conn.execute("SELECT bar_time, synthetic FROM history_bars WHERE account=? AND symbol=? AND "
+                                 "timeframe=? UNION ALL SELECT bar_time, synthetic FROM bars WHERE account=? AND "
+                                 "symbol=? AND timeframe=? ORDER BY bar_time", (*acct.key, *acct.key)).fetchall()
+        index = pd.DatetimeIndex([ts(r[0]) for r in rows], name="timestamp")
+        return pd.Series([bool(r[1]) for r in rows], index=index, dtype=bool, name="synthetic")
+
     def equity_frame(self, acct: Account) -> pd.DataFrame:
         """Wide equity: index bar open time (UTC), one column per portfolio label, value at the close (quote)."""
         eq = self.frame("equity")
@@ -556,15 +605,21 @@ class Ledger:
             if bad.any():
                 problems.append(f"cash + position * close != equity in {int(bad.sum())} rows")
         orders, fills = self.frame("orders"), self.frame("fills")
-        last = bars["bar_time"].iloc[-1] if n else None
-        stale = orders[(orders["status"] == "pending") & (orders["decision_time"] != last)]
+        # the bar each order fills at: the first real (not synthetic) bar after its decision bar
+        times = bars["bar_time"].tolist()
+        fake = bars["synthetic"].fillna(0).astype(bool).tolist() if n else []
+        due: dict[str, str | None] = {}
+        upcoming: str | None = None
+        for k in range(n - 1, -1, -1):
+            due[times[k]] = upcoming
+            if not fake[k]:
+                upcoming = times[k]
+        stale = orders[(orders["status"] == "pending") & orders["decision_time"].map(due).notna()]
         if len(stale):
             problems.append(f"{len(stale)} orders still pending after their fill bar")
         filled = orders[orders["status"] == "filled"]
         if len(filled) != len(fills):
             problems.append(f"{len(filled)} filled orders but {len(fills)} fills")
-        if len(bars) > 1:
-            nxt = dict(zip(bars["bar_time"].iloc[:-1], bars["bar_time"].iloc[1:]))
-            if any(nxt.get(d) != f for d, f in zip(fills["decision_time"], fills["bar_time"])):
-                problems.append("a fill is not at the bar after its decision")
+        if any(due.get(d) != f for d, f in zip(fills["decision_time"], fills["bar_time"])):
+            problems.append("a fill is not at the first real bar after its decision")
         return problems

@@ -6,8 +6,11 @@ quote currency) and the predictions table (``timestamp, model, seed, fold,
 y_true, y_pred, close, pred_close``, one row per decision bar whose next close
 is known) -- and reported with the backtest's own code: metrics from
 :func:`backtest.evaluate.evaluate` (the vectorbt simulation of the same
-forecasts on the same bars, which must agree with the ledger; the report shows
-by how much) and the page from :mod:`reports.html` / :mod:`reports.figures`.
+forecasts on the same bars, with the ledger's synthetic-bar flags, so that it
+holds decisions on synthetic bars and moves their fills to the next real open as
+the paper engine did; it must agree with the ledger, and the report shows by how
+much) and the page from :mod:`reports.html` / :mod:`reports.figures`. The page
+says how many bars were synthetic and how many fills were moved off them.
 If those report modules cannot be imported, a minimal self-contained page with
 an embedded matplotlib equity chart is written instead.
 
@@ -47,6 +50,8 @@ class PaperFrames:
     history: pd.DataFrame  # training history: epoch, loss, val_loss, model, seed, fold
     signals: pd.DataFrame  # wide bool, index decision bar
     fills: pd.DataFrame
+    synthetic: pd.Series  # bool, index as ``bars``: True = inserted or price-replaced by the repair
+    fills_moved: int = 0  # fills made later than the bar after their decision (that bar was synthetic)
 
 
 def paper_frames(ledger: Ledger, acct: Account) -> PaperFrames:
@@ -82,7 +87,11 @@ def paper_frames(ledger: Ledger, acct: Account) -> PaperFrames:
                 hist.append(h.assign(model=tr.model, seed=tr.seed, fold=tr.fold))
     history = (pd.concat(hist, ignore_index=True) if hist
                else pd.DataFrame(columns=["epoch", "loss", "val_loss", "model", "seed", "fold"]))
-    return PaperFrames(bars, equity, preds, history, signals, ledger.frame("fills"))
+    fills = ledger.frame("fills")
+    pos = bars.index.get_indexer(pd.DatetimeIndex([ts(x) for x in fills["bar_time"]]))
+    dec = bars.index.get_indexer(pd.DatetimeIndex([ts(x) for x in fills["decision_time"]]))
+    moved = int((pos - dec > 1).sum())
+    return PaperFrames(bars, equity, preds, history, signals, fills, ledger.window_synthetic(acct), moved)
 
 
 def engine_config(acct: Account, cfg: Config) -> Config:
@@ -107,7 +116,7 @@ def paper_metrics(acct: Account, cfg: Config, frames: PaperFrames) -> tuple[RunM
     known = frames.predictions.dropna(subset=["y_true"])
     if known["timestamp"].nunique() < 2:
         raise ValueError("fewer than two decisions with a known outcome")
-    ev = evaluate(engine_config(acct, cfg), known, frames.bars, acct.timeframe)
+    ev = evaluate(engine_config(acct, cfg), known, frames.bars, acct.timeframe, synthetic=frames.synthetic)
     common = ev.equity.index.intersection(frames.equity.index)
     a = ev.equity.loc[common, frames.equity.columns].to_numpy()
     b = frames.equity.loc[common].to_numpy()
@@ -177,8 +186,14 @@ def _account_section(acct: Account, frames: PaperFrames, last_train: dict[str, A
                         f"<td>{last[label]:,.2f}</td><td>{100 * ret:+.2f}</td>"
                         f"<td>{'benchmark' if label == bh else f'{100 * (ret - bh_ret):+.2f}'}</td></tr>")
     fills = frames.fills.tail(15).iloc[::-1]
+    at = frames.bars.index
+
+    def moved(r: Any) -> str:
+        return (" (moved: the bar after the decision was synthetic)"
+                if at.get_loc(ts(r.bar_time)) - at.get_loc(ts(r.decision_time)) > 1 else "")
+
     fill_rows = "".join(
-        f"<tr><td class=\"l\">{_e(ts(r.bar_time).isoformat())}</td><td class=\"l\">{_e(r.portfolio)}</td>"
+        f"<tr><td class=\"l\">{_e(ts(r.bar_time).isoformat() + moved(r))}</td><td class=\"l\">{_e(r.portfolio)}</td>"
         f"<td class=\"l\">{_e(r.side)}</td><td>{r.size:.8g}</td><td>{r.price:,.2f}</td><td>{r.exec_price:,.2f}</td>"
         f"<td>{r.fees:,.4f}</td></tr>" for r in fills.itertuples())
     trained = "; ".join(f"{m}: fold {t.fold} at {iso(t.bar_time)}" for m, t in last_train.items()) or "not yet"
@@ -192,10 +207,12 @@ def _account_section(acct: Account, frames: PaperFrames, last_train: dict[str, A
         f"<dt>Market</dt><dd>{_e(acct.exchange)} {_e(acct.symbol)} {_e(acct.timeframe)}</dd>"
         f"<dt>Paper bars</dt><dd>{_e(span)}, after {acct.history} bars of history</dd>"
         f"<dt>Starting cash</dt><dd>{acct.init_cash:,.2f} per portfolio</dd>"
+        f"<dt>Synthetic bars</dt><dd>{int(frames.synthetic.sum())} (inserted or price-replaced by the repair; no "
+        f"decision and no fill on them); fills moved to the next real open: {frames.fills_moved}</dd>"
         f"<dt>Models last trained</dt><dd>{_e(trained)}</dd>"
         f"<dt>Ledger vs backtest engine</dt><dd>{_e(agree)}</dd></dl>"
         "<p class=\"note\">Paper trading: orders decided at the close of bar t are filled on paper at the open of "
-        "bar t+1 with the configured fees (fraction of the order value per fill) and slippage (fraction of the "
+        "bar t+1 (of the next real bar when t+1 is synthetic) with the configured fees (fraction of the order value per fill) and slippage (fraction of the "
         "price per fill), exactly as the backtest simulates them. It cannot promise that a real order would have "
         "filled at that price: spreads, partial fills, latency, minimum order sizes and outages are not modelled, "
         "and past paper profits say nothing certain about future ones. No real order was sent.</p>"

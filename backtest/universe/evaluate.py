@@ -365,7 +365,8 @@ def evaluate_universe(cfg: Config, predictions: pd.DataFrame, bars: dict[str, pd
     ports0 = sym_metrics[symbols[0]].portfolios
 
     uni_signals, active = _universe_signals(sym_signals, labels)
-    usim = simulate_universe(uni_signals, {s: bars[s] for s in symbols}, bt, timeframe, active=active)
+    usim = simulate_universe(uni_signals, {s: bars[s] for s in symbols}, bt, timeframe, active=active,
+                             synthetic=synthetic)
     pf = usim.portfolio
     uret = pf.returns()  # type: ignore[attr-defined]
     uni_labels = [lab for lab in labels if lab != UNIVERSE_BH] + [UNIVERSE_BH]

@@ -25,6 +25,26 @@ Rebalancing rule (exact; the hand-computation test mirrors it to 1e-9):
   to the cash that is left (vectorbt's partial fill): never any leverage.
 * Cash is shared by the symbols of one portfolio; it earns nothing.
 
+No fill at an invented price (as in :mod:`backtest.simulate`): on a symbol's
+*synthetic* bar (inserted or price-replaced by ``data.repair = "ffill"``; its
+open never traded) that symbol gets **no order**, and the order waits for the
+symbol's next real bar (:func:`defer_universe_fills`):
+
+* the symbol keeps the position it had on the bar before (its long/flat state
+  is carried over the synthetic bars), so a change of its own position first
+  counts in ``L(t)`` at its next real bar, where the usual rebalance happens;
+* when a rebalance bar (another symbol's change) is synthetic for a symbol
+  that has an order in it, that symbol gets no order and keeps its drifted
+  position, the others get their usual targets (``1 / |L(t)|``, ``L(t)``
+  counting the waiting symbol as held if it is), and the whole rebalance is
+  done again at the waiting symbol's next real bar (every symbol real there
+  back to ``1 / |L|`` of that bar's value); meanwhile targets that add up to
+  more than the value are cut at the last buy as above -- never leverage -- and
+  value the waiting symbol does not take stays in cash.
+
+:attr:`UniverseSimulation.fills_moved` counts the orders that the schedule
+without this rule would fill at the open of a symbol's synthetic bar.
+
 Baselines added to every simulation:
 
 * ``buy_and_hold``: equal-weight buy & hold of the universe: long every symbol
@@ -69,7 +89,9 @@ class UniverseSimulation:
     ``portfolio``; ``equity`` has one column per group (value at each bar's
     close, quote currency); ``positions[label]`` is a bool frame (bars x symbols),
     True where the symbol is held during the bar (after the shift); ``weights``
-    the target weights of every rebalance bar (NaN on bars without orders).
+    the target weights of every rebalance bar (NaN on bars without orders);
+    ``fills_moved`` the orders moved off synthetic bars (all labels), ``fills_moved_by``
+    the same count per label.
     """
 
     portfolio: object  # vectorbt.Portfolio
@@ -78,6 +100,8 @@ class UniverseSimulation:
     weights: dict[str, pd.DataFrame]
     labels: list[str]
     symbols: list[str]
+    fills_moved: int = 0
+    fills_moved_by: dict[str, int] | None = None
 
 
 def universe_prices(bars: dict[str, pd.DataFrame], index: pd.DatetimeIndex) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -120,6 +144,55 @@ def rebalance_weights(held: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(w, index=held.index, columns=held.columns)
 
 
+def synthetic_frame(synthetic: dict[str, pd.Series] | None, index: pd.DatetimeIndex, symbols: list[str]) -> pd.DataFrame:
+    """Bool frame (bars x symbols) on ``index``: True where the bar of that symbol is synthetic; symbols or bars
+    missing from ``synthetic`` count as real."""
+    synthetic = synthetic or {}
+    cols = {s: (synthetic[s].reindex(index, fill_value=False).astype(bool).to_numpy() if synthetic.get(s) is not None
+                else np.zeros(len(index), bool)) for s in symbols}
+    return pd.DataFrame(cols, index=index, columns=symbols)
+
+
+def _orders(held: pd.DataFrame, weights: pd.DataFrame) -> np.ndarray:
+    """Where a weight row places an order on a symbol: a target (not NaN) that is long, or that sells a held symbol."""
+    h = held.to_numpy(bool)
+    prev = np.vstack([np.zeros((1, h.shape[1]), bool), h[:-1]])
+    w = weights.to_numpy(float)
+    return ~np.isnan(w) & ((w > 0) | prev)
+
+
+def defer_universe_fills(held: pd.DataFrame, syn: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Positions and target weights with no order on a symbol's synthetic bar, and the number of orders moved.
+
+    ``held``: bool (bars x symbols) after :func:`universe_positions`; ``syn``: bool frame of the same
+    shape (:func:`synthetic_frame`). Each symbol keeps, on its synthetic bars, the position of the bar
+    before (flat before the first bar); the weights are :func:`rebalance_weights` of those positions, with
+    no order (NaN) on a symbol's synthetic bar; a rebalance in which a symbol missed its order that way is
+    done again in full at that symbol's next real bar (targets ``1 / |L|`` if held, else 0) unless that bar
+    is a rebalance bar already. An order due after the last bar is dropped. The count is the number of
+    orders that :func:`rebalance_weights` of ``held`` (no deferral) places on synthetic cells.
+    """
+    fake = syn.reindex(index=held.index, columns=held.columns, fill_value=False).to_numpy(bool)
+    weights0 = rebalance_weights(held)
+    if not fake.any():
+        return held, weights0, 0
+    moved = int((_orders(held, weights0) & fake).sum())
+    deferred = held.astype(float).mask(fake).ffill().fillna(0.0).astype(bool)
+    h = deferred.to_numpy(bool)
+    prev = np.vstack([np.zeros((1, h.shape[1]), bool), h[:-1]])
+    n_long = h.sum(axis=1)
+    w = rebalance_weights(deferred).to_numpy(float).copy()
+    for i in np.nonzero(fake.any(axis=1))[0]:  # in time order: a redone rebalance may meet another synthetic bar
+        missed = ~np.isnan(w[i]) & ((w[i] > 0) | prev[i]) & fake[i]
+        for j in np.nonzero(missed)[0]:
+            w[i, j] = np.nan
+            real = np.nonzero(~fake[i + 1:, j])[0]
+            k = i + 1 + real[0] if len(real) else None
+            if k is not None and np.isnan(w[k]).all():
+                w[k] = np.where(h[k], 1.0 / max(n_long[k], 1), 0.0)
+    return deferred, pd.DataFrame(w, index=held.index, columns=held.columns), moved
+
+
 def simulate_universe(
     signals: dict[str, pd.DataFrame],
     bars: dict[str, pd.DataFrame],
@@ -127,6 +200,7 @@ def simulate_universe(
     timeframe: str,
     *,
     active: pd.DataFrame | None = None,
+    synthetic: dict[str, pd.Series] | None = None,
 ) -> UniverseSimulation:
     """Every label's universe portfolio, plus the buy & hold baselines, in one ``Portfolio.from_orders`` call.
 
@@ -136,6 +210,8 @@ def simulate_universe(
     (default: the union of the signal frames' index where the symbol has a bar);
     it defines when a symbol has started, for the buy & hold baselines.
     A label equal to ``"buy_and_hold"`` is replaced by the equal-weight baseline.
+    ``synthetic``: per symbol, its repair mask (True = synthetic bar; missing = all real): no order of a
+    symbol fills at its synthetic bar's open (:func:`defer_universe_fills`, module docstring).
     """
     import vectorbt as vbt
 
@@ -159,8 +235,11 @@ def simulate_universe(
     for s in symbols:
         frames[symbol_bh_label(s)] = started[[s]]
     labels = list(frames)
-    held = {lab: universe_positions(f.astype(bool), sim_index) for lab, f in frames.items()}
-    weights = {lab: rebalance_weights(h) for lab, h in held.items()}
+    syn = synthetic_frame(synthetic, sim_index, symbols)
+    held, weights, moved = {}, {}, {}
+    for lab, f in frames.items():
+        held[lab], weights[lab], moved[lab] = defer_universe_fills(universe_positions(f.astype(bool), sim_index),
+                                                                   syn[list(f.columns)])
     cols = pd.MultiIndex.from_tuples([(lab, s) for lab in labels for s in frames[lab].columns], names=["portfolio", "symbol"])
     size = pd.concat([weights[lab] for lab in labels], axis=1)
     size.columns = cols
@@ -186,5 +265,5 @@ def simulate_universe(
     equity = pf.value()
     equity.columns = list(equity.columns)
     equity.index.name = "timestamp"
-    return UniverseSimulation(pf, equity[labels], held, weights, labels, symbols)
+    return UniverseSimulation(pf, equity[labels], held, weights, labels, symbols, sum(moved.values()), moved)
 

@@ -42,9 +42,11 @@ def _backtest(cfg, bars: pd.DataFrame, out: Path, synthetic: pd.Series | None = 
     """``walkforward run`` (``backtest.pipeline.run_all``: run_forecasts, then evaluate with the data's
     synthetic-bar mask) on ``bars``; ``synthetic`` = the repair's mask of those bars (None: all real)."""
     mask = None if synthetic is None else synthetic.reindex(bars.index, fill_value=False)
-    data = LoadedData(bars, "1d", "emulator slice", ValidationReport("emulator slice"), frame_sha256(bars), mask)
+    report = ValidationReport("emulator slice")
+    report.synthetic = mask  # where a loaded run keeps it (UniverseData.of_one reads the mask from the report)
+    data = LoadedData(bars, "1d", "emulator slice", report, frame_sha256(bars), mask)
     fr = run_forecasts(cfg, out, data=data)
-    return fr, evaluate(cfg, fr.predictions, bars, "1d", synthetic=fr.data.synthetic)
+    return fr, evaluate(cfg, fr.predictions, bars, "1d", synthetic=fr.data.synthetic[cfg.data.symbol])
 
 
 def _compare(trader: PaperTrader, cfg, source: pd.DataFrame, n: int, out: Path, *, forecast_rtol: float,

@@ -182,9 +182,13 @@ def test_synthetic_bars_are_not_traded_per_symbol(uni) -> None:
         assert held.metrics.symbols[s].portfolios[lab] == ev.metrics.symbols[s].portfolios[lab]
     assert held.metrics.row(lab).total_return != ev.metrics.row(lab).total_return
     pos = held.simulation.positions[lab]["ETH/USDT"]
-    window = mask[mask].index[1:]  # decisions on these bars keep the previous position at the next open
-    nxt = pos.index.get_indexer(window) + 1
-    assert (pos.iloc[nxt].to_numpy() == pos.iloc[nxt - 1].to_numpy()).all()
+    window = mask[mask].index  # no fill at a synthetic open: the position of the bar before is kept there
+    at = pos.index.get_indexer(window)
+    assert (pos.iloc[at].to_numpy() == pos.iloc[at - 1].to_numpy()).all()
+    # ... and the first real bar after the stretch executes the last real decision (at the bar before the
+    # stretch; without the mask it was executed at the stretch's first open, which is synthetic now)
+    assert pos.index.equals(ev.simulation.positions[lab].index)
+    assert pos.iloc[at[-1] + 1] == ev.simulation.positions[lab]["ETH/USDT"].iloc[at[0]]
 
 
 def test_universe_metrics_json_is_typed_and_told_apart(uni, tmp_path: Path) -> None:
