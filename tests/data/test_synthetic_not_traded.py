@@ -49,7 +49,9 @@ def test_signal_on_a_filled_bar_places_no_order(tmp_path) -> None:
     })
     fr = run_forecasts(cfg, tmp_path / "runs")
     t_fill = idx[GAP]
-    assert fr.data.synthetic_bars == 1 and bool(fr.data.synthetic[t_fill])
+    sym = fr.data.symbols[0]
+    syn, bars = fr.data.synthetic[sym], fr.data.bars[sym]
+    assert int(syn.sum()) == 1 and bool(syn[t_fill])
     meta = json.loads((fr.run_dir / "meta.json").read_text())
     assert meta["data"]["synthetic_bars"] == 1
     # A forecast that is long everywhere except on the filled bar, where it would flip to flat.
@@ -57,8 +59,8 @@ def test_signal_on_a_filled_bar_places_no_order(tmp_path) -> None:
     mine = preds["model"] == "lin"
     preds.loc[mine, "y_pred"] = np.where(preds.loc[mine, "timestamp"] == t_fill, -0.01, 0.01)
     label = "lin/lf"
-    naive = evaluate(cfg, preds, fr.data.bars, fr.data.timeframe)  # without the mask: trades on the fake bar
-    held = evaluate(cfg, preds, fr.data.bars, fr.data.timeframe, synthetic=fr.data.synthetic)
+    naive = evaluate(cfg, preds, bars, fr.data.timeframe)  # without the mask: trades on the fake bar
+    held = evaluate(cfg, preds, bars, fr.data.timeframe, synthetic=syn)
     exits = naive.trades[naive.trades["portfolio"] == label]["exit_time"]
     assert (pd.to_datetime(exits, utc=True) == idx[GAP + 1]).any()  # sold at the open after the filled bar
     assert not naive.signals.loc[t_fill, label] and held.signals.loc[t_fill, label]
