@@ -1,4 +1,4 @@
-"""The ``walkforward paper run|status|report`` subcommands (called from :mod:`backtest.cli`).
+"""The ``walkforward paper run|status|report|serve`` subcommands (called from :mod:`backtest.cli`).
 
 ``args`` carries ``config``, ``set`` and, per subcommand, ``once``, ``new_account`` or ``out``.
 A :class:`~backtest.errors.WalkforwardError` during ``paper run`` is logged as one
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from backtest.config import load_config
-from backtest.errors import WalkforwardError
+from backtest.errors import ConfigError, WalkforwardError
 
 
 def paper_run(args: argparse.Namespace) -> int:
@@ -60,3 +60,21 @@ def paper_report(args: argparse.Namespace) -> int:
     path = write_paper_report(cfg, out=getattr(args, "out", None))
     print(f"paper report: {path}")
     return 0
+
+
+def paper_serve(args: argparse.Namespace) -> int:
+    """Serve the monitor page and API of the accounts of ``args.config`` (read-only) until SIGINT/SIGTERM."""
+    from backtest.paper.monitor import serve
+
+    configs = [load_config(path, list(getattr(args, "set", None) or [])) for path in args.config]
+    opts = configs[0].paper.serve
+    host = args.host if getattr(args, "host", None) else opts.host
+    port = args.port if getattr(args, "port", None) is not None else opts.port
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: expected 0..65535")
+    names = ", ".join(c.paper.account for c in configs)
+
+    def ready(url: str) -> None:
+        print(f"paper monitor of {names}: {url} (read-only; Ctrl-C stops it)", flush=True)
+
+    return serve(configs, host, port, on_ready=ready)
