@@ -17,7 +17,9 @@ from backtest.errors import ConfigError, WalkforwardError
 
 def paper_run(args: argparse.Namespace) -> int:
     """One cycle (``--once``, for cron) or the loop until SIGINT/SIGTERM."""
-    from backtest.paper.engine import PaperTrader, run_loop, stop_on_signals
+    from backtest.paper.alerts import CycleAlerts, notifier_for
+    from backtest.paper.engine import PaperTrader, run_loop, stop_on_signals, utc_now
+    from backtest.paper.notify import ErrorForwarder
     from backtest.paper.logs import configure_logging
     from backtest.paper.paths import account_paths
 
@@ -26,16 +28,26 @@ def paper_run(args: argparse.Namespace) -> int:
     trader = PaperTrader(cfg, new_account=bool(getattr(args, "new_account", False)), logger=log)
     trader.preflight()  # bad exchange id, symbol or API key: one line, exit 2, no ledger, lock or log file
     log = configure_logging(account_paths(cfg).log)
-    if not getattr(args, "once", False):
-        return run_loop(trader)
-    with stop_on_signals(trader):
-        try:
-            result = trader.cycle()
-        except WalkforwardError as err:
-            log.error("%s", err)
-            return err.exit_status
-    print(result.summary())
-    return 0
+    notifier = notifier_for(cfg, log)  # [paper.notify]: webhooks (a no-op without any)
+    forwarder = ErrorForwarder(notifier)
+    log.addHandler(forwarder)
+    alerts = CycleAlerts(cfg, trader.paths, notifier, log)
+    try:
+        if not getattr(args, "once", False):
+            return run_loop(trader, after_cycle=alerts.after_cycle)
+        with stop_on_signals(trader):
+            try:
+                result = trader.cycle()
+            except WalkforwardError as err:
+                log.error("%s", err)
+                alerts.after_cycle(utc_now(), [])
+                return err.exit_status
+        alerts.after_cycle(utc_now(), result.processed)
+        print(result.summary())
+        return 0
+    finally:
+        log.removeHandler(forwarder)
+        notifier.close()  # deliver what is queued, bounded by one retry cycle
 
 
 def paper_status(args: argparse.Namespace) -> int:

@@ -46,6 +46,11 @@ STATIC = Path(__file__).with_name("static")
 Clock = Callable[[], pd.Timestamp]
 
 
+def wall_clock() -> pd.Timestamp:
+    """The wall clock, UTC: how late the feed is (the server's one reading of the clock; injectable)."""
+    return pd.Timestamp.now(tz="UTC")
+
+
 def plotly_js() -> Path:
     """The ``plotly.min.js`` bundled in the plotly wheel (served at ``/static/plotly.min.js``)."""
     import plotly
@@ -123,10 +128,8 @@ def create_app(configs: list[Config], *, clock: Clock | None = None, refresh_s: 
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from backtest.paper.engine import utc_now
-
     accounts = {w.name: w for w in watch(configs)}
-    clock = clock or utc_now
+    clock = clock or wall_clock
     refresh = refresh_s if refresh_s is not None else configs[0].paper.serve.refresh_s
     js = plotly_js()
 
