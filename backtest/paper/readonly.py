@@ -2,8 +2,10 @@
 
 :func:`connect_readonly` opens the SQLite file with ``mode=ro`` (the operating system is asked
 for read access only) and ``PRAGMA query_only``, so nothing this module does can write to the
-ledger -- not even the rollback of a transaction that a killed ``paper run`` left behind (SQLite
-then answers "readonly"; the next ``paper run`` rolls it back, and the reader says so).
+ledger -- not even the rollback journal that a killed ``paper run`` leaves beside it. A transaction
+killed before its commit began is invisible to readers (they see the last committed bar); one killed
+while its commit was being written leaves a *hot* journal that only a writer may roll back: the read
+then fails with "readonly" until the next ``paper run`` does, and the monitor says so.
 
 :func:`read_snapshot` reads everything in **one read transaction**: the tables agree with each
 other (one committed bar is all there or all absent). The read holds SQLite's shared lock for the
