@@ -291,8 +291,9 @@ def drift_report(snapshot: Any, cfg: DriftConfig, *, backtest: Backtest | None =
         band: Band | str = (f"the backtest run has no portfolio {label!r}" if col is None
                             else return_band(backtest.returns[col].to_numpy(), len(cum), cfg))
         bands.append(check_band(label, times, cum, band))
+    kinds = {m: acct.identity.get("models", {}).get(m, {}).get("type") for m in acct.models}
     checks = [check_forecasts(m, live_errors(snapshot.forecasts, snapshot.bars, m), backtest.errors.get(m), cfg)
-              for m in acct.models]
+              for m in acct.models if kinds[m] != "persistence"]  # persistence is the reference: its ratio is 1
     return DriftReport(bands, checks, notes)
 
 

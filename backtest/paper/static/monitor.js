@@ -97,6 +97,7 @@ function renderAccount(s) {
                                                         "data-model": f.model, "data-state": f.state, text: f.message}));
     for (const b of d.bands) {
       if (!b.series || !b.series.time) continue;
+      if (b.series.upper.every((u, i) => u === b.series.lower[i] && b.series.cum[i] === u)) continue;  // never in the market
       const div = el("div", {class: "chart band", id: "band-" + a.account + "-" + b.portfolio});
       sec.appendChild(div);
       setTimeout(() => bandChart(div, b, a.init_cash), 0);
