@@ -39,7 +39,7 @@ from backtest.paper.drift import DriftReport, drift_report
 from backtest.paper.paths import AccountPaths, account_paths
 from backtest.paper.readonly import Snapshot, last_log_error, read_snapshot
 from backtest.paper.views import (
-    account_view, cache_newest, equity_view, fills_view, forecasts_view, health_view,
+    account_view, cache_newest, equity_view, fills_view, forecasts_view, health_view, json_safe,
 )
 
 STATIC = Path(__file__).with_name("static")
@@ -142,29 +142,29 @@ def create_app(configs: list[Config], *, clock: Clock | None = None, refresh_s: 
         return accounts[name]
 
     def _part(key: str):  # noqa: ANN202
-        async def endpoint(request):  # noqa: ANN001, ANN202
+        def endpoint(request):  # noqa: ANN001, ANN202
             state = account_state(_account(request), clock())
-            return JSONResponse(state[key] if key != "all" else state["account"])
+            return JSONResponse(json_safe(state[key] if key != "all" else state["account"]))
         return endpoint
 
-    async def state(request):  # noqa: ANN001, ANN202
+    def state(request):  # noqa: ANN001, ANN202
         now = clock()
-        return JSONResponse({"now": now.isoformat(), "refresh_s": refresh,
-                             "accounts": [account_state(w, now) for w in accounts.values()]})
+        return JSONResponse(json_safe({"now": now.isoformat(), "refresh_s": refresh,
+                                       "accounts": [account_state(w, now) for w in accounts.values()]}))
 
-    async def listing(request):  # noqa: ANN001, ANN202
+    def listing(request):  # noqa: ANN001, ANN202
         return JSONResponse([{"account": w.name, "symbol": w.cfg.data.symbol, "timeframe": w.cfg.data.timeframe,
                               "ledger": str(w.paths.ledger)} for w in accounts.values()])
 
-    async def index(request):  # noqa: ANN001, ANN202
+    def index(request):  # noqa: ANN001, ANN202
         now = clock()
         initial = {"now": now.isoformat(), "refresh_s": refresh,
                    "accounts": [account_state(w, now) for w in accounts.values()]}
         page = (STATIC / "index.html").read_text(encoding="utf-8")
-        data = json.dumps(initial).replace("</", "<\\/")  # safe inside <script>
+        data = json.dumps(json_safe(initial)).replace("</", "<\\/")  # safe inside <script>
         return HTMLResponse(page.replace("/*INITIAL_STATE*/null", data))
 
-    async def plotly_file(request):  # noqa: ANN001, ANN202
+    def plotly_file(request):  # noqa: ANN001, ANN202
         from starlette.responses import FileResponse
 
         return FileResponse(js, media_type="text/javascript")

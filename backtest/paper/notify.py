@@ -67,8 +67,10 @@ class Notifier:
         """Queue ``event`` with ``body`` for every webhook; returns at once, never raises."""
         if not self.enabled or event not in self.cfg.events:
             return
+        from backtest.paper.views import json_safe
+
         try:
-            payload = json.dumps({"event": event, **self.context, **body}, default=str, allow_nan=False)
+            payload = json.dumps(json_safe({"event": event, **self.context, **body}), default=str, allow_nan=False)
         except (TypeError, ValueError) as exc:
             self.log.warning("webhook %s event not sent: body is not JSON (%s)", event, exc)
             return

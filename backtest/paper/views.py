@@ -30,6 +30,17 @@ def _f(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by None: strict JSON for the API."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _iso(text: str | pd.Timestamp | None) -> str | None:
     return None if text is None else pd.Timestamp(text).tz_convert("UTC").isoformat()
 

@@ -112,7 +112,7 @@ def _serve(cfg_path) -> tuple[subprocess.Popen, str]:  # noqa: ANN001
 
 def test_the_server_keeps_reading_while_paper_run_is_killed_and_the_ledger_equals_an_uncrashed_one(
         emu, source, tmp_path):
-    last = T0 + 6
+    last = T0 + 4
     ref = make_config(emu.url, tmp_path / "ref", step=3)
     replay(ref, emu, source, last)
     want = dump(ref.paper.ledger)
