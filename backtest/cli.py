@@ -172,6 +172,12 @@ def cmd_paper_report(args: argparse.Namespace) -> int:
     return paper_report(args)
 
 
+def cmd_paper_serve(args: argparse.Namespace) -> int:
+    from backtest.paper.cli import paper_serve
+
+    return paper_serve(args)
+
+
 # --- parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -260,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     prep.add_argument("--out", help="report path (default: next to the ledger)")
     prep.set_defaults(func=cmd_paper_report)
+    pserve = paper.add_parser("serve", help="read-only web page and JSON API of one or more accounts (live)")
+    pserve.add_argument("config", nargs="+", help="TOML config file(s), one per account")
+    pserve.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a key of every config")
+    pserve.add_argument("--host", help="address to listen on (default paper.serve.host = 127.0.0.1: this machine only)")
+    pserve.add_argument("--port", type=int, help="TCP port (default paper.serve.port = 8765; 0 = any free port)")
+    pserve.set_defaults(func=cmd_paper_serve)
     return p
 
 

@@ -244,6 +244,45 @@ class RunConfig(_Section):
         return v
 
 
+class NotifyConfig(_Section):
+    """``[paper.notify]``: webhook messages from ``paper run`` (JSON POSTs; never an API key in them)."""
+
+    webhooks: list[str] = Field(default_factory=list, description="URLs that receive a JSON POST per event, e.g. ['https://hooks.example/abc']; empty = off")
+    events: list[Literal["fill", "error", "stale", "drift"]] = Field(
+        default_factory=lambda: ["fill", "error", "stale", "drift"], description="events to send: fill, error, stale (feed late), drift (alarm)")
+    timeout_s: float = Field(5.0, gt=0.0, le=120, description="seconds per POST before it counts as failed")
+    retries: int = Field(3, ge=0, le=20, description="re-sends of a failed POST, with backoff")
+    backoff_s: float = Field(1.0, ge=0.0, le=600, description="wait before the first re-send, doubled for each next one (1, 2, 4 s)")
+    stale_after_bars: float = Field(1.0, gt=0.0, le=1000, description="the feed is stale once the next candle is this many bars later than expected (close + paper.delay_s)")
+
+    @field_validator("webhooks")
+    @classmethod
+    def _http_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook {url!r} is not an http:// or https:// URL")
+        return v
+
+
+class ServeConfig(_Section):
+    """``[paper.serve]``: the read-only monitor page of ``paper serve``."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="address to listen on; 127.0.0.1 = this machine only (0.0.0.0 exposes it to the network)")
+    port: int = Field(8765, ge=0, le=65535, description="TCP port; 0 = any free port (printed at start)")
+    refresh_s: float = Field(10.0, ge=1.0, le=3600, description="seconds between the page's polls for a new bar")
+
+
+class DriftConfig(_Section):
+    """``[paper.drift]``: compare the live account with a backtest run of the same config."""
+
+    run_dir: str | None = Field(None, description="a finished `walkforward run` directory of this config (its equity.csv and predictions.csv); unset = no drift monitor")
+    level: float = Field(0.05, gt=0.0, lt=0.5, description="two-sided miss rate of the band: 0.05 = the 2.5%..97.5% quantiles of bootstrapped paths")
+    samples: int = Field(2000, ge=200, le=100_000, description="bootstrap paths for the return band")
+    block_bars: float | None = Field(None, gt=1.0, description="mean block length of the stationary bootstrap, in bars; default: arch's optimal_block_length estimate")
+    min_backtest_bars: int = Field(100, ge=20, description="out-of-sample backtest bars needed before a band is drawn (and at least as many as the paper period)")
+    seed: int = Field(0, ge=0, description="seed of the bootstrap (the same ledger gives the same band)")
+
+
 class PaperConfig(_Section):
     """``[paper]``: the paper-trading account."""
 
@@ -253,6 +292,9 @@ class PaperConfig(_Section):
     history: int | None = Field(None, ge=10, description="bars of history before the first paper bar; default initial_train")
     delay_s: float = Field(10.0, ge=0.0, description="seconds after a candle closes before polling")
     sandbox_orders: bool = Field(False, description="also send orders to the exchange's sandbox (never live)")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
 
 class RayConfig(_Section):
@@ -352,6 +394,9 @@ _SECTION_KEYS = {
 }
 
 
+_PAPER_SUBSECTIONS = {"notify": NotifyConfig, "serve": ServeConfig, "drift": DriftConfig}
+
+
 def _format_error(err: ValidationError, source: str, prefix: list[str] | None = None) -> str:
     e = err.errors()[0]
     loc = (prefix or []) + [str(x) for x in e["loc"]]
@@ -371,6 +416,8 @@ def _format_error(err: ValidationError, source: str, prefix: list[str] | None = 
             return (f"{source}: {'.'.join(parent)}: {loc[-1]!r} is not a parameter of type {model_type!r}{hint}; "
                     f"allowed: {', '.join(allowed) or 'no keys besides type'}")
         model = _SECTION_KEYS.get(parent[0]) if parent else None
+        if len(parent) == 2 and parent[0] == "paper" and parent[1] in _PAPER_SUBSECTIONS:
+            model = _PAPER_SUBSECTIONS[parent[1]]
         if parent and parent[0] in ("models", "strategies") and len(parent) == 2:
             model = _SECTION_KEYS[parent[0]]
         if len(parent) == 0:

@@ -32,7 +32,11 @@ paper profits say anything about future ones.
 
 Modules: :mod:`.fills` (fill arithmetic), :mod:`.ledger` (SQLite), :mod:`.engine`
 (the cycle and the loop), :mod:`.sandbox` (sandbox orders and secrets),
-:mod:`.logs`, :mod:`.status`, :mod:`.report`, :mod:`.cli`.
+:mod:`.logs`, :mod:`.status`, :mod:`.report`, :mod:`.cli`; watching an account:
+:mod:`.readonly` (read-only ledger snapshots), :mod:`.drift` (live against the
+backtest), :mod:`.views` (what the monitor shows), :mod:`.monitor` (``paper serve``:
+page and JSON API, page files in ``static/``), :mod:`.notify` (webhooks) and
+:mod:`.alerts` (which events a cycle sends).
 """
 from __future__ import annotations
 

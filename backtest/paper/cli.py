@@ -1,4 +1,4 @@
-"""The ``walkforward paper run|status|report`` subcommands (called from :mod:`backtest.cli`).
+"""The ``walkforward paper run|status|report|serve`` subcommands (called from :mod:`backtest.cli`).
 
 ``args`` carries ``config``, ``set`` and, per subcommand, ``once``, ``new_account`` or ``out``.
 A :class:`~backtest.errors.WalkforwardError` during ``paper run`` is logged as one
@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 
 from backtest.config import load_config
-from backtest.errors import WalkforwardError
+from backtest.errors import ConfigError, WalkforwardError
 
 
 def paper_run(args: argparse.Namespace) -> int:
     """One cycle (``--once``, for cron) or the loop until SIGINT/SIGTERM."""
-    from backtest.paper.engine import PaperTrader, run_loop, stop_on_signals
+    from backtest.paper.alerts import CycleAlerts, notifier_for
+    from backtest.paper.engine import PaperTrader, run_loop, stop_on_signals, utc_now
+    from backtest.paper.notify import ErrorForwarder
     from backtest.paper.logs import configure_logging
     from backtest.paper.paths import account_paths
 
@@ -26,16 +28,26 @@ def paper_run(args: argparse.Namespace) -> int:
     trader = PaperTrader(cfg, new_account=bool(getattr(args, "new_account", False)), logger=log)
     trader.preflight()  # bad exchange id, symbol or API key: one line, exit 2, no ledger, lock or log file
     log = configure_logging(account_paths(cfg).log)
-    if not getattr(args, "once", False):
-        return run_loop(trader)
-    with stop_on_signals(trader):
-        try:
-            result = trader.cycle()
-        except WalkforwardError as err:
-            log.error("%s", err)
-            return err.exit_status
-    print(result.summary())
-    return 0
+    notifier = notifier_for(cfg, log)  # [paper.notify]: webhooks (a no-op without any)
+    forwarder = ErrorForwarder(notifier)
+    log.addHandler(forwarder)
+    alerts = CycleAlerts(cfg, trader.paths, notifier, log)
+    try:
+        if not getattr(args, "once", False):
+            return run_loop(trader, after_cycle=alerts.after_cycle)
+        with stop_on_signals(trader):
+            try:
+                result = trader.cycle()
+            except WalkforwardError as err:
+                log.error("%s", err)
+                alerts.after_cycle(utc_now(), [])
+                return err.exit_status
+        alerts.after_cycle(utc_now(), result.processed)
+        print(result.summary())
+        return 0
+    finally:
+        log.removeHandler(forwarder)
+        notifier.close()  # deliver what is queued, bounded by one retry cycle
 
 
 def paper_status(args: argparse.Namespace) -> int:
@@ -60,3 +72,21 @@ def paper_report(args: argparse.Namespace) -> int:
     path = write_paper_report(cfg, out=getattr(args, "out", None))
     print(f"paper report: {path}")
     return 0
+
+
+def paper_serve(args: argparse.Namespace) -> int:
+    """Serve the monitor page and API of the accounts of ``args.config`` (read-only) until SIGINT/SIGTERM."""
+    from backtest.paper.monitor import serve
+
+    configs = [load_config(path, list(getattr(args, "set", None) or [])) for path in args.config]
+    opts = configs[0].paper.serve
+    host = args.host if getattr(args, "host", None) else opts.host
+    port = args.port if getattr(args, "port", None) is not None else opts.port
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: expected 0..65535")
+    names = ", ".join(c.paper.account for c in configs)
+
+    def ready(url: str) -> None:
+        print(f"paper monitor of {names}: {url} (read-only; Ctrl-C stops it)", flush=True)
+
+    return serve(configs, host, port, on_ready=ready)

@@ -596,21 +596,25 @@ def stop_on_signals(trader: PaperTrader) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def run_loop(trader: PaperTrader, *, clock: Clock = utc_now, wait: Callable[[float], Any] | None = None) -> int:
+def run_loop(trader: PaperTrader, *, clock: Clock = utc_now, wait: Callable[[float], Any] | None = None,
+             after_cycle: Callable[[pd.Timestamp, list[pd.Timestamp]], None] | None = None) -> int:
     """Cycle until SIGINT/SIGTERM: sleep until the next candle closes + ``paper.delay_s``, process, repeat.
 
     Exchange and candle errors are logged (one line) and retried on the next cycle; a config or
     ledger error stops the loop with status 2. A stop signal lets the current bar's transaction
-    finish (or roll back), then returns 0. ``clock`` and ``wait`` are injectable for tests.
+    finish (or roll back), then returns 0. ``clock`` and ``wait`` are injectable for tests;
+    ``after_cycle(now, bars processed)`` runs after every cycle, failed or not (notifications,
+    :class:`backtest.paper.alerts.CycleAlerts`; it must not raise).
     """
     wait = wait or trader.stop.wait
     newest: pd.Timestamp | None = None
     failures = 0
     with stop_on_signals(trader):
         while not trader.stop.is_set():
+            processed: list[pd.Timestamp] = []
             try:
                 res = trader.cycle(clock())
-                newest, failures = res.newest_bar, 0
+                newest, failures, processed = res.newest_bar, 0, res.processed
                 if res.processed:
                     trader.log.info("%s", res.summary())
             except (ExchangeError, DataError) as err:
@@ -619,6 +623,8 @@ def run_loop(trader: PaperTrader, *, clock: Clock = utc_now, wait: Callable[[flo
             except WalkforwardError as err:
                 trader.log.error("%s", err)
                 return 2
+            if after_cycle is not None:
+                after_cycle(clock(), processed)
             if trader.stop.is_set():
                 break
             seconds = trader.next_wait(newest, clock(), failures)

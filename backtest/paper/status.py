@@ -2,7 +2,8 @@
 
 Per portfolio: the signal for the next bar, position (base currency), cash and
 equity (quote currency, valued at the last processed close), PnL since the
-start and the return against buy-and-hold (percentage points); then the pending
+start and the return against buy-and-hold (percentage points); the drift monitor's
+verdict per portfolio and model (:mod:`backtest.paper.drift`); then the pending
 orders, the last fills and when each model was last trained.
 """
 from __future__ import annotations
@@ -51,6 +52,7 @@ def status_text(cfg: Config, *, ledger_path: str | os.PathLike[str] | None = Non
             return "\n".join(lines) + "\n"
         last = bars["bar_time"].iloc[-1]
         lines += [""] + _portfolios(acct, ledger, last)
+        lines += [""] + drift_lines(cfg, paths.ledger)
         lines += [""] + _orders_and_fills(acct, ledger, last, fills)
         lines += [""] + _models(acct, ledger, cfg, bars)
     return "\n".join(lines) + "\n"
@@ -124,4 +126,21 @@ def _models(acct: Account, ledger: Ledger, cfg: Config, bars: pd.DataFrame) -> l
         out.append(f"  {m}: last trained for the bar of {_day(t.bar_time)} (fold {t.fold}, {t.n_train} training rows "
                    f"{_day(t.first_train_bar)} .. {_day(t.last_train_bar)}, {t.n_val} validation); "
                    f"next retrain {when}")
+    return out
+
+
+def drift_lines(cfg: Config, ledger_path: os.PathLike[str]) -> list[str]:
+    """The drift monitor's lines: per portfolio "inside the band" / "below the band since <bar>" with the
+    numbers, per model the forecast test, and any note (no run configured, overlap, too little history)."""
+    from backtest.paper.drift import drift_report
+    from backtest.paper.readonly import read_snapshot
+
+    report = drift_report(read_snapshot(ledger_path), cfg.paper.drift)
+    d = cfg.paper.drift
+    if not report.bands and not report.forecasts:
+        return [f"drift: {'; '.join(report.notes)}"]
+    out = [f"drift (live against the backtest run {d.run_dir}, {1 - d.level:.0%} band of cumulative return):"]
+    out += [f"  {b.portfolio}: {b.message}" for b in report.bands]
+    out += [f"  {f.message}" for f in report.forecasts]
+    out += [f"  note: {n}" for n in report.notes]
     return out

@@ -32,3 +32,13 @@ def _quiet_paper_logger() -> Iterator[None]:
     """No log file from a previous test leaks into the next one."""
     yield
     configure_logging(None, stderr=False)
+
+
+@pytest.fixture(scope="session")
+def backtest_run(tmp_path_factory) -> "Path":
+    """A finished run directory of the paper tests' config (linear + persistence, 3 strategies) on
+    bundled daily bars 2018-01-01 .. 2019-02-04 (400 bars, 340 out of sample): forecasts, metrics and
+    equity as ``walkforward run`` writes them (the HTML report left out: the drift monitor does not read it)."""
+    from tests.paper.monitor_helpers import make_backtest_run
+
+    return make_backtest_run(tmp_path_factory.mktemp("backtest"))
