@@ -122,12 +122,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import tempfile
 
-    from backtest.tracking import resolve_run
+    from backtest.tracking import resolve_run, run_source
     from reports.compare import compare_runs
 
     uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI")
     with tempfile.TemporaryDirectory(prefix="wf-compare-") as tmp:  # MLflow run ids are downloaded here
-        path = compare_runs([resolve_run(p, uri, Path(tmp)) for p in args.run_dirs], Path(args.out), force=args.force)
+        path = compare_runs([resolve_run(p, uri, Path(tmp)) for p in args.run_dirs], Path(args.out), force=args.force,
+                            sources=[run_source(p) for p in args.run_dirs])
     print(f"comparison report: {path}")
     return 0
 
