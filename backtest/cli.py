@@ -122,12 +122,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import tempfile
 
-    from backtest.tracking import resolve_run
+    from backtest.tracking import resolve_run, run_source
     from reports.compare import compare_runs
 
     uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI")
     with tempfile.TemporaryDirectory(prefix="wf-compare-") as tmp:  # MLflow run ids are downloaded here
-        path = compare_runs([resolve_run(p, uri, Path(tmp)) for p in args.run_dirs], Path(args.out), force=args.force)
+        path = compare_runs([resolve_run(p, uri, Path(tmp)) for p in args.run_dirs], Path(args.out), force=args.force,
+                            sources=[run_source(p) for p in args.run_dirs])
     print(f"comparison report: {path}")
     return 0
 
@@ -275,8 +276,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Exit status when stdout is closed early (``walkforward data show | head -1``): 128 + SIGPIPE, what a shell
+#: reports for a program that SIGPIPE stopped.
+EXIT_STDOUT_CLOSED = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, dispatch, map user errors to one line and exit status 2."""
+    """Entry point: parse, dispatch, map user errors to one line and exit status 2.
+
+    A reader that closes stdout early (``| head -1``) ends the command quietly with status 141, as SIGPIPE
+    would: no traceback, no "Exception ignored" at interpreter exit.
+    """
+    try:
+        try:
+            return _dispatch(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a broken socket elsewhere is not a reader that went away
+        # Python's recipe (docs: signal, "Note on SIGPIPE"): point stdout at devnull so the final flush is silent.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_STDOUT_CLOSED
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (poll reports an error on the pipe); True where poll is unavailable."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

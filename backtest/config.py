@@ -14,6 +14,7 @@ written before the config is valid.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,30 @@ FEATURE_INPUTS: tuple[str, ...] = (
     "volatility",  # 20-bar rolling std of log returns
 )
 LEVEL_INPUTS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+
+def market_key(symbol: str) -> str:
+    """The market a symbol names, for telling repeats apart: ``' eth / usdt'``, ``'"ETH/USDT"'`` -> ``'ETH/USDT'``.
+
+    Case, whitespace and quote characters never make another market (exchanges spell ``BASE/QUOTE`` in capitals).
+    """
+    return re.sub(r"[\s\"']", "", symbol).upper()
+
+
+def repeated_market(symbols: list[str]) -> str | None:
+    """``None`` if every symbol names its own market, else the complaint's tail, e.g. ``repeats ETH/USDT``
+    or ``repeats the market ETH/USDT: 'ETH/USDT' and '"ETH/USDT"' name the same market ...``."""
+    groups: dict[str, list[str]] = {}
+    for sym in symbols:
+        groups.setdefault(market_key(sym), []).append(sym)
+    for market, names in groups.items():
+        if len(names) > 1:
+            spellings = list(dict.fromkeys(names))
+            if len(spellings) == 1:
+                return f"repeats {spellings[0]}"
+            return (f"repeats the market {market}: {' and '.join(map(repr, spellings))} name the same market "
+                    "(case, spaces and quotes do not make another one)")
+    return None
 
 
 class _Section(BaseModel):
@@ -89,9 +114,10 @@ class DataConfig(_Section):
         if self.symbols is not None:
             if self.source == "file":
                 raise ValueError("data.symbols is for source = 'ccxt' or 'bundled'; for files use data.paths = {SYMBOL = PATH, ...}")
-            dup = sorted({s for s in self.symbols if self.symbols.count(s) > 1})
-            if dup:
-                raise ValueError(f"data.symbols repeats {', '.join(dup)}")
+        for key, names in (("symbols", self.symbols), ("paths", self.paths)):
+            repeated = repeated_market(list(names or ()))
+            if repeated:
+                raise ValueError(f"data.{key} {repeated}")
         if self.source == "file" and not self.path and self.paths is None:
             raise ValueError("data.path is required when data.source = 'file'")
         if self.source == "ccxt" and self.timeframe is None:
@@ -447,16 +473,57 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
         raise ConfigError(_format_error(err, source)) from None
 
 
+def toml_key_path(key: str) -> list[str] | None:
+    """The parts of a TOML dotted key as TOML reads them, or None if ``key`` is not one.
+
+    Bare parts (letters, digits, ``_``, ``-``) and quoted parts: ``data.paths."ETH/USDT"`` ->
+    ``["data", "paths", "ETH/USDT"]``; ``models."my.net".units`` -> ``["models", "my.net", "units"]``.
+    Parsed by :mod:`tomllib` (as the document ``KEY = 0``), never split by hand.
+    """
+    if not key.strip() or "\n" in key or "\r" in key:
+        return None
+    try:
+        node: Any = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        return None
+    path: list[str] = []
+    while isinstance(node, dict):
+        ((part, node),) = node.items()  # one key per level: the document holds one dotted key
+        path.append(part)
+    return path
+
+
+def split_assignment(text: str, flag: str = "--set") -> tuple[str, list[str], str]:
+    """Split ``KEY=VALUE`` at the ``=`` that ends a whole TOML key: ``(key text, key parts, value text)``.
+
+    A quoted part may hold ``=`` or ``.`` (``data.paths."A=B"=x``). Raises a one-line ConfigError naming
+    ``flag`` when there is no ``=`` or the text before it is not a TOML key (with the quoted spelling to use).
+    """
+    if "=" not in text:
+        raise ConfigError(f"{flag} {text!r}: expected section.key=value")
+    start = 0
+    while (i := text.find("=", start)) >= 0:
+        path = toml_key_path(text[:i])
+        if path is not None:
+            return text[:i].strip(), path, text[i + 1:]
+        start = i + 1
+    head = text.split("=", 1)[0].strip()
+    parts = [p.strip().strip("\"'") for p in head.split(".")]
+    example = ".".join(p if _bare_key(p) else '"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in parts)
+    hint = f", e.g. {example}" if all(parts) else ""
+    raise ConfigError(f"{flag} {text!r}: {head!r} is not a TOML key; parts are separated by dots, and a part with "
+                      f"characters other than letters, digits, _ and - is quoted{hint}")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse one ``--set section.key=value`` into a key path and a TOML value.
 
-    The value is read as TOML (``0.2``, ``true``, ``[1, 2]``, ``"x"``); anything
-    that is not valid TOML is taken as a bare string (``--set data.symbol=ETH/USDT``).
+    The key is a TOML dotted key (:func:`toml_key_path`: bare or quoted parts, so
+    ``data.paths."ETH/USDT"=eth.csv`` sets the symbol ``ETH/USDT``). The value is read as TOML
+    (``0.2``, ``true``, ``[1, 2]``, ``"x"``); anything that is not valid TOML is taken as a bare
+    string (``--set data.symbol=ETH/USDT``).
     """
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.key=value")
-    key, value = text.split("=", 1)
-    path = [p for p in key.strip().split(".") if p]
+    _, path, value = split_assignment(text)
     if len(path) < 2:
         raise ConfigError(f"--set {text!r}: the key must name a section and a key, e.g. walkforward.step=30")
     try:
@@ -523,7 +590,7 @@ def _indicator_warmup(inputs: list[str]) -> int:
 
 def _bare_key(k: str) -> bool:
     """A TOML bare key (letters, digits, ``_``, ``-``); anything else (``BTC/USDT``) is written quoted."""
-    return k.replace("_", "").replace("-", "").isalnum()
+    return re.fullmatch(r"[A-Za-z0-9_-]+", k) is not None
 
 
 def _to_toml(obj: dict[str, Any]) -> str:

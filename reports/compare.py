@@ -18,7 +18,7 @@ strategy x seed of every run (in a sweep: every grid point x seed).
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 import math
 import re
 from dataclasses import dataclass
@@ -50,6 +50,12 @@ class RunData:
     metrics: Any  # RunMetrics, or UniverseMetrics for a universe run (same summary/run attributes used here)
     equity: pd.DataFrame
     config_text: str
+    source: str = ""  # where the run came from when not its path, e.g. runs:/<id> for an MLflow run
+
+    @property
+    def origin(self) -> str:
+        """The source recorded in compare.json and the page: ``source``, else the run directory's path."""
+        return self.source or str(self.path)
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -120,7 +126,7 @@ def _unique_names(runs: list[RunData]) -> list[RunData]:
     for r in runs:
         n = seen.get(r.name, 0) + 1
         seen[r.name] = n
-        out.append(r if n == 1 else RunData(f"{r.name} ({n})", r.path, r.metrics, r.equity, r.config_text))
+        out.append(r if n == 1 else replace(r, name=f"{r.name} ({n})"))
     return out
 
 
@@ -325,19 +331,22 @@ def _json_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def compare_runs(run_dirs: list[Path], out_dir: Path, *, force: bool = False) -> Path:
+def compare_runs(run_dirs: list[Path], out_dir: Path, *, force: bool = False, sources: list[str] | None = None) -> Path:
     """Compare finished runs; write ``compare.html``, ``compare.json`` and ``figures/*.png`` to ``out_dir``.
 
     Raises :class:`RunDirError` (one line naming the directory) for a missing
     run directory or a missing / corrupt ``metrics.json``, ``equity.csv`` or
     ``config.toml``, and (unless ``force``) for runs whose test spans, symbols or
     timeframes differ; nothing is written then. A directory named twice counts
-    once. Returns the path of compare.html.
+    once. ``sources`` (one per run directory) is what compare.json and the page record as each run's
+    origin instead of its path, e.g. ``runs:/<id>`` for an MLflow run downloaded to a temporary folder.
+    Returns the path of compare.html.
     """
     if not run_dirs:
         raise RunDirError("compare: no run directories given")
+    origin = dict(zip((Path(d).resolve() for d in run_dirs), sources or []))
     unique = list(dict.fromkeys(Path(d).resolve() for d in run_dirs))
-    runs = _unique_names([load_run(d) for d in unique])
+    runs = _unique_names([replace(load_run(d), source=origin.get(d, "")) for d in unique])
     problems = mismatches(runs)
     if problems and not force:
         raise RunDirError(f"compare: runs are not comparable ({problems[0]}); use --force to compare anyway")
@@ -357,7 +366,7 @@ def compare_runs(run_dirs: list[Path], out_dir: Path, *, force: bool = False) ->
 
     save_figures(pngs, out_dir / "figures")
     write_json(out_dir / "compare.json", {
-        "runs": [{"name": r.name, "path": str(r.path),
+        "runs": [{"name": r.name, "path": r.origin,
                   "first_test_bar": r.metrics.run.first_test_bar,
                   "last_test_bar": r.metrics.run.last_test_bar} for r in runs],
         "ranked_by": "sharpe",
@@ -398,6 +407,6 @@ def compare_runs(run_dirs: list[Path], out_dir: Path, *, force: bool = False) ->
         body.append('<p class="note">Every run has a single seed: no spread over seeds to show.</p>')
     body.append("<h2>Configurations</h2>")
     for r in runs:
-        body.append(f"<details><summary>{esc(r.name)} ({esc(r.path)})</summary>"
+        body.append(f"<details><summary>{esc(r.name)} ({esc(r.origin)})</summary>"
                     f"<pre>{esc(r.config_text)}</pre></details>")
     return write_text(out_dir / "compare.html", page("walkforward comparison", "\n".join(body)))

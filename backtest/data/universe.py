@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -64,6 +65,20 @@ def universe_sha256(sha256s: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def repeated_file(paths: dict[str, str]) -> str | None:
+    """``None`` if every symbol of ``data.paths`` has its own file, else the one-line complaint naming the two
+    symbols and the file. Paths are compared resolved (``~``, ``..``, symbolic links; relative to the working
+    directory, as they are read), so ``eth.csv`` and ``./data/../eth.csv`` are one file."""
+    seen: dict[Path, str] = {}
+    for sym, p in paths.items():
+        resolved = Path(p).expanduser().resolve()
+        if resolved in seen:
+            return (f"data.paths: {seen[resolved]!r} and {sym!r} name the same file {str(resolved)!r}; "
+                    "a universe reads each market from its own file")
+        seen[resolved] = sym
+    return None
+
+
 def load_universe(cfg: DataConfig, *, now: pd.Timestamp | None = None, progress: bool = False,
                   fetch: bool = True) -> UniverseData:
     """Load and validate every symbol of ``cfg`` (see the module docstring); a single-symbol config is a
@@ -76,6 +91,9 @@ def load_universe(cfg: DataConfig, *, now: pd.Timestamp | None = None, progress:
     symbols = cfg.universe()
     if symbols is None:
         return UniverseData.of_one(cfg.symbol, load_data(cfg, now=now, progress=progress, fetch=fetch))
+    same_file = repeated_file(cfg.paths or {})
+    if same_file:
+        raise ConfigError(same_file)
     loaded: dict[str, LoadedData] = {}
     for sym in symbols:
         try:
