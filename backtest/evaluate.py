@@ -599,8 +599,8 @@ def format_summary(metrics: RunMetrics) -> str:
     out += [line(head), line(tuple("-" * w for w in widths))] + [line(r) for r in rows]
     level = run.significance_level
     out.append(f"out of sample, {run.first_test_bar[:10]} .. {run.last_test_bar[:10]}; "
-               f"'beats' only where the two-sided test rejects at {level:g}"
-               + (" (symbols: Holm-adjusted)" if several else ""))
+               + (f"'beats' only where the two-sided test rejects at {level:g} (symbols: Holm-adjusted)" if several
+                  else f"'beats' only where the two-sided bootstrap p < {level:g}"))
     d = metrics.deflated_sharpe
     if d.n_trials:
         out.append(f"deflated Sharpe of the best ({d.selected}) over {d.n_trials} trials: "
