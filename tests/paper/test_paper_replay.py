@@ -44,7 +44,9 @@ def _backtest(cfg, bars: pd.DataFrame, out: Path, synthetic: pd.Series | None = 
     mask = None if synthetic is None else synthetic.reindex(bars.index, fill_value=False)
     data = LoadedData(bars, "1d", "emulator slice", ValidationReport("emulator slice"), frame_sha256(bars), mask)
     fr = run_forecasts(cfg, out, data=data)
-    return fr, evaluate(cfg, fr.predictions, fr.data.bars, "1d", synthetic=fr.data.synthetic)
+    # the mask is passed as such: UniverseData.of_one keeps a LoadedData's report, not its explicit mask
+    return fr, evaluate(cfg, fr.predictions, fr.data.bars, "1d",
+                        synthetic=None if mask is None else {cfg.data.symbol: mask})
 
 
 def _compare(trader: PaperTrader, cfg, source: pd.DataFrame, n: int, out: Path, *, forecast_rtol: float,
