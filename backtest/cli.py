@@ -74,15 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     result = run_all(cfg, args.out, progress=not args.no_progress)
     from backtest.evaluate import format_summary
-    from backtest.schema import RunMetrics
 
-    m = result.evaluation.metrics
-    if isinstance(m, RunMetrics):
-        print(format_summary(m))
-    else:  # a universe run
-        from backtest.universe.evaluate import format_universe_summary
-
-        print(format_universe_summary(m))
+    print(format_summary(result.evaluation.metrics))
     print(f"run directory: {result.run_dir}")
     print(f"report: {result.report_path}")
     if cfg.tracking.mlflow_uri:

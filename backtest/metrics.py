@@ -21,15 +21,20 @@ from backtest.schema import finite as _f
 def classification(y_true: np.ndarray, predicted_up: np.ndarray) -> dict[str, Any]:
     """Direction metrics: positive = up (``r[t+1] > 0``), predicted up = the long signal (or ``r̂ > 0``).
 
-    Computed with scikit-learn; precision is NaN-safe (0 when nothing is predicted up).
+    Computed with scikit-learn. A ratio whose denominator is 0 is undefined (None), never 0:
+    ``precision`` = tp / (tp + fp) is None when nothing is predicted up (a portfolio that is never
+    long), ``recall`` = tp / (tp + fn) is None when no bar went up, and ``f1`` (their harmonic mean)
+    is None when either is.
     """
     actual = np.asarray(y_true) > 0
     pred = np.asarray(predicted_up, dtype=bool)
     tn, fp, fn, tp = confusion_matrix(actual, pred, labels=[False, True]).ravel()
+    nan = float("nan")
+    has_p, has_r = tp + fp > 0, tp + fn > 0
     return {
-        "precision": _f(precision_score(actual, pred, zero_division=0)),
-        "recall": _f(recall_score(actual, pred, zero_division=0)),
-        "f1": _f(f1_score(actual, pred, zero_division=0)),
+        "precision": _f(precision_score(actual, pred, zero_division=nan)) if has_p else None,
+        "recall": _f(recall_score(actual, pred, zero_division=nan)) if has_r else None,
+        "f1": _f(f1_score(actual, pred, zero_division=0)) if has_p and has_r else None,
         "accuracy": _f(accuracy_score(actual, pred)),
         "balanced_accuracy": _f(balanced_accuracy_score(actual, pred)) if len(set(actual)) > 1 else None,
         "mcc": _f(matthews_corrcoef(actual, pred)) if len(set(actual)) > 1 and len(set(pred)) > 1 else 0.0,

@@ -1,18 +1,19 @@
 """``walkforward run``: forecasts, evaluation and report in one call (the Python API for notebooks too).
 
-The orchestration that needs the reports lives here, above them: ``backtest.run`` (forecasts) and
-``backtest.evaluate`` (metrics) import nothing from ``reports``.
+One path for one symbol or several: :func:`backtest.run.run_forecasts` -> :func:`backtest.evaluate.evaluate`
+-> :func:`reports.html.write_report`. The orchestration that needs the reports lives here, above them:
+``backtest.run`` (forecasts), ``backtest.evaluate`` (metrics) and ``backtest.schema`` import nothing
+from ``reports``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import pandas as pd
 
 from backtest.atomic import write_text
 from backtest.config import Config
+from backtest.evaluate import Evaluation, evaluate
 from backtest.run import ForecastRun, run_forecasts
 
 
@@ -22,7 +23,7 @@ class RunResult:
 
     run_dir: Path
     forecasts: ForecastRun
-    evaluation: Any
+    evaluation: Evaluation
     report_path: Path
 
     @property
@@ -30,7 +31,7 @@ class RunResult:
         return self.forecasts.predictions
 
 
-def write_evaluation(run_dir: Path, ev: Any) -> None:
+def write_evaluation(run_dir: Path, ev: Evaluation) -> None:
     """``metrics.json``, ``equity.csv`` (wide, quote currency at each bar's close) and ``trades.csv``."""
     ev.metrics.write(run_dir / "metrics.json")
     write_text(run_dir / "equity.csv", ev.equity.to_csv(float_format="%.6f"))
@@ -39,21 +40,11 @@ def write_evaluation(run_dir: Path, ev: Any) -> None:
 
 def run_all(cfg: Config, out: str | Path = "runs", *, progress: bool = False) -> RunResult:
     """Run or resume the forecasts, simulate every model x strategy, write metrics and the HTML report."""
+    from reports.html import write_report
+
     fr = run_forecasts(cfg, out, progress=progress)
     data = fr.data
-    if not fr.universe:
-        from backtest.evaluate import evaluate
-        from reports.html import write_report
-
-        sym = data.symbols[0]
-        ev = evaluate(cfg, fr.predictions, data.bars[sym], data.timeframe, synthetic=data.synthetic[sym])
-        write_evaluation(fr.run_dir, ev)
-        report = write_report(fr.run_dir, ev.metrics, fr.predictions, fr.history, ev.equity)
-    else:
-        from backtest.universe.evaluate import evaluate_universe
-        from reports.universe import write_universe_report
-
-        ev = evaluate_universe(cfg, fr.predictions, data.bars, data.timeframe, synthetic=data.synthetic)
-        write_evaluation(fr.run_dir, ev)
-        report = write_universe_report(fr.run_dir, ev.metrics, fr.predictions, ev.equity)
+    ev = evaluate(cfg, fr.predictions, data.bars, data.timeframe, synthetic=data.synthetic)
+    write_evaluation(fr.run_dir, ev)
+    report = write_report(fr.run_dir, ev.metrics, fr.predictions, fr.history, ev.equity)
     return RunResult(fr.run_dir, fr, ev, Path(report))

@@ -5,7 +5,8 @@ writes the run directory's ``config.toml``, ``fingerprint.txt``, ``folds/``, ``p
 ``meta.json`` and returns the predictions. A single-symbol config is a universe of one: one plan
 (:func:`backtest.folds.plan.plan_run`), one executor protocol (:func:`backtest.folds.execute.execute`),
 one fold store. What differs with the number of symbols is only the layout the run directory has always
-had: a universe's ``predictions.csv`` has a ``symbol`` column after ``timestamp`` and its per-symbol
+had: the ``predictions.csv`` of a run of several symbols has a ``symbol`` column after ``timestamp`` (a
+one-symbol run's has none, whether its config names ``symbol`` or ``symbols = [one]``) and its per-symbol
 folds live under ``folds/<SYMBOL>/``; ``meta.json`` describes each symbol's data under ``data.<SYMBOL>``.
 Nothing is written before the config, the data and the fold plan are valid (and, on Ray, the cluster
 answers).
@@ -67,7 +68,7 @@ class ForecastRun:
 
     @property
     def universe(self) -> bool:
-        """Whether the predictions carry a ``symbol`` column (the config names a universe)."""
+        """Whether the predictions carry a ``symbol`` column (the run has several symbols)."""
         return "symbol" in self.predictions.columns
 
 
@@ -124,7 +125,7 @@ def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = Fal
         if hasattr(bar, "close"):
             bar.close()
     forecasts = _collect(results)
-    preds = assemble_predictions(forecasts, data.bars, cfg.features.horizon, cfg.data.universe() is not None)
+    preds = assemble_predictions(forecasts, data.bars, cfg.features.horizon, len(data.symbols) > 1)
     write_text(run_dir / "predictions.csv", preds.to_csv(index=False, float_format="%.10g"))
     write_json(run_dir / "meta.json", run_meta(cfg, data, plan, results, started, resumed))
     return ForecastRun(run_dir, data, preds, _history(results), resumed, plan)
@@ -154,7 +155,8 @@ def run_meta(cfg: Config, data: UniverseData, plan: RunPlan, results: list[FoldR
     """``meta.json``: versions, each symbol's data provenance (source, sha256, first/last bar, rows, timeframe,
     repairs, synthetic bars) and test span (folds, first/last test bar), seeds, the run's test span, times,
     fold seconds, host. A single-symbol run has its symbol's block as ``data``; a universe one block per
-    symbol under ``data`` and the universe's own line under ``universe``."""
+    symbol under ``data`` and the universe's own line under ``universe`` (with ``synthetic_bars`` summed
+    over the symbols)."""
     per: dict[str, Any] = {}
     for sym, b in data.bars.items():
         folds = plan.folds.get(sym, [])
@@ -170,11 +172,12 @@ def run_meta(cfg: Config, data: UniverseData, plan: RunPlan, results: list[FoldR
         }
     tested = [p for p in per.values() if p["first_test_bar"]]
     meta: dict[str, Any] = {"versions": package_versions()}
-    if cfg.data.universe() is None:
+    if len(data.symbols) == 1:  # a run of one symbol is not a universe, however its config names it
         meta["data"] = per[plan.symbols[0]]
     else:
         meta["universe"] = {"symbols": data.symbols, "sha256": data.sha256, "timeframe": data.timeframe,
-                            "pooled": cfg.features.pooled, "symbol_input": cfg.features.symbol_input}
+                            "pooled": cfg.features.pooled, "symbol_input": cfg.features.symbol_input,
+                            "synthetic_bars": sum(p["synthetic_bars"] for p in per.values())}
         meta["data"] = per
     meta.update({
         "seeds": cfg.run.seeds,

@@ -17,7 +17,11 @@ Conventions for every field below:
 * p-values say in their name which test and which side they are:
   ``p_value_two_sided``, ``p_value_one_sided_model_better``, ...
 
-Universe (multi-symbol) reports may add their own top-level blocks; bump
+A run is a universe of one: a one-symbol run and a universe run write the same
+:class:`RunMetrics`. Its top-level blocks describe *the run's* portfolios (the
+symbol's own for one symbol, the equal-weight universe portfolios for several);
+``universe`` (``null`` for one symbol) holds what only several symbols have:
+each symbol's own metrics and the per-model counts of symbols beaten. Bump
 :data:`SCHEMA_VERSION` when a field changes meaning.
 """
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 #: Version of the metrics.json layout written by this code.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Outcome = Literal["beats", "worse", "not_distinguishable", "undefined", "benchmark"]
 OUTCOMES: tuple[str, ...] = ("beats", "worse", "not_distinguishable", "undefined", "benchmark")
@@ -290,12 +294,60 @@ class PortfolioResult:
 
 
 @dataclass
+class SymbolTest:
+    """One symbol's two-sided test of a model x strategy against a baseline (several-symbol runs).
+
+    ``statistic``: DM statistic (HLN-corrected; negative favours the model) or the annualised Sharpe
+    difference (strategy minus buy & hold). ``p_value_two_sided``: uncorrected; ``p_holm`` / ``p_bh``:
+    two-sided p adjusted over the symbols. ``point_better``: the point estimate favours the model
+    (lower MSE, higher Sharpe). ``verdict``: that symbol's own verdict.
+    """
+
+    symbol: str
+    statistic: float | None
+    p_value_two_sided: float | None
+    p_holm: float | None
+    p_bh: float | None
+    point_better: bool | None
+    verdict: Verdict | None = None
+
+
+@dataclass
+class BeatCount:
+    """On how many symbols a model x strategy beats a baseline.
+
+    ``point``: symbols where the point estimate is better; ``raw``: two-sided p < ``level`` uncorrected
+    and the point estimate better; ``holm`` / ``bh``: the same with the Holm / Benjamini-Hochberg
+    adjusted two-sided p (family: this row's symbols).
+    """
+
+    test: str
+    null: str
+    level: float
+    n_symbols: int
+    point: int
+    raw: int
+    holm: int
+    bh: int
+    sided: str = "two-sided"
+    per_symbol: list[SymbolTest] = field(default_factory=list)
+
+
+@dataclass
 class SummaryRow:
     """One row of the summary table (best Sharpe first; a flat portfolio ranks with Sharpe 0).
 
     Units as in :class:`PortfolioMetrics`; ``mse_ratio`` is the model's MSE / persistence (None for
-    baselines and ensembles); ``verdict`` is against buy & hold (Sharpe), ``forecast_verdict`` the
-    model's forecasts against persistence (DM), None for baselines.
+    baselines and ensembles, and in runs of several symbols); ``verdict`` is against buy & hold
+    (Sharpe; with several symbols the equal-weight buy & hold of the universe), ``forecast_verdict``
+    the model's forecasts against persistence (DM), None for baselines and with several symbols.
+    ``precision``/``recall``/``f1`` are of the long signals (pooled over the symbols); None where
+    undefined (precision of a portfolio that is never long: 0/0).
+
+    Several symbols only (None otherwise): ``bh_*`` the equal-weight buy & hold's total return,
+    Sharpe and max drawdown; ``sharpe_diff`` the bootstrap's Sharpe difference to it;
+    ``beats_buy_and_hold`` / ``beats_persistence`` on how many symbols the row's model x strategy beats
+    each symbol's buy & hold (Sharpe) and persistence (DM).
     """
 
     portfolio: str
@@ -317,6 +369,13 @@ class SummaryRow:
     verdict: Verdict
     forecast_verdict: Verdict | None = None
     flags: list[str] = field(default_factory=list)
+    strategy_type: str | None = None
+    bh_total_return: float | None = None
+    bh_sharpe: float | None = None
+    bh_max_drawdown: float | None = None
+    sharpe_diff: float | None = None
+    beats_buy_and_hold: BeatCount | None = None
+    beats_persistence: BeatCount | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -366,12 +425,36 @@ class AcrossSeeds:
 
 
 @dataclass
+class BarRepairs:
+    """What the data repair did to one symbol's bars and what the run did about it (counts).
+
+    ``synthetic_bars``: bars of the loaded data that the loader inserted or price-replaced
+    (``data.repair = "ffill"``; the same count as ``meta.json``); ``signals_held``: decision bars t of
+    the test span that are synthetic, on which every portfolio kept its previous signal
+    (:func:`strategies.signals.hold_on_synthetic`); ``fills_moved``: fills that would have fallen on
+    a synthetic bar and were moved to the next real bar's open (0 where the simulation does not
+    report it).
+    """
+
+    synthetic_bars: int = 0
+    signals_held: int = 0
+    fills_moved: int = 0
+
+
+@dataclass
 class RunInfo:
     """What was run: market, timeframe, test span (forecast times t, UTC, ISO 8601), costs and thresholds.
 
     ``fees``: fraction of the order value per fill (0.001 = 0.1 %); ``slippage``: fraction of the price
     per fill; ``init_cash`` in the quote currency. ``significance_level``: the level verdicts test at;
     ``min_trades`` / ``min_exposure`` (fraction of bars): below them a portfolio is flagged.
+
+    ``symbol``: the market (with several: ``"universe of N symbols"``); ``symbols`` in listing order
+    (``n_symbols`` of them); ``bar_seconds``: bar length in seconds; ``pooled``: one model per network
+    type trained on every symbol. ``synthetic_bars`` / ``signals_held`` / ``fills_moved``: as in
+    :class:`BarRepairs`, summed over the symbols; ``bars_per_symbol`` the same per symbol (several
+    symbols only). With several symbols the test span is the union of the symbols' decision bars and
+    ``rebalancing`` / ``baselines`` / ``multiple_testing`` state those rules in words.
     """
 
     name: str
@@ -391,11 +474,23 @@ class RunInfo:
     min_exposure: float = 0.05
     execution: str = "decision at close of bar t, filled at open of bar t+1"
     exchange: str | None = None
+    symbols: list[str] = field(default_factory=list)
+    n_symbols: int = 1
+    bar_seconds: int | None = None
+    pooled: bool = False
+    synthetic_bars: int = 0
+    signals_held: int = 0
+    fills_moved: int = 0
+    bars_per_symbol: dict[str, BarRepairs] | None = None
+    rebalancing: str | None = None
+    baselines: str | None = None
+    multiple_testing: str | None = None
 
 
 @dataclass
-class RunMetrics:
-    """Everything in ``metrics.json``. Write with :meth:`write` / :meth:`to_json`, read with :meth:`read`."""
+class SymbolMetrics:
+    """The metrics of one market's portfolios and forecasts (the whole run for one symbol; each symbol of a
+    universe under :attr:`UniverseBlock.symbols`). See :class:`RunMetrics` for the fields."""
 
     run: RunInfo
     summary: list[SummaryRow]
@@ -403,6 +498,44 @@ class RunMetrics:
     portfolios: dict[str, PortfolioResult]
     deflated_sharpe: DeflatedSharpe
     across_seeds: dict[str, AcrossSeeds] = field(default_factory=dict)
+
+    def row(self, portfolio: str) -> SummaryRow | None:
+        return next((r for r in self.summary if r.portfolio == portfolio), None)
+
+    @property
+    def benchmark(self) -> SummaryRow | None:
+        """The buy & hold row."""
+        return next((r for r in self.summary if r.verdict.outcome == "benchmark"), None)
+
+
+@dataclass
+class UniverseBlock:
+    """What only a run of several symbols has.
+
+    ``symbols``: per symbol, exactly the metrics a one-symbol run on its test bars has (its own
+    portfolios, verdicts against its own buy & hold, flags, forecast metrics with price errors);
+    ``deflated_sharpe_symbols``: the deflated Sharpe over every symbol x model x strategy x seed tried
+    (trials labelled ``SYMBOL|portfolio``).
+    """
+
+    symbols: dict[str, SymbolMetrics]
+    deflated_sharpe_symbols: DeflatedSharpe
+
+
+@dataclass
+class RunMetrics(SymbolMetrics):
+    """Everything in ``metrics.json``. Write with :meth:`write` / :meth:`to_json`, read with :meth:`read`.
+
+    ``run``: what was run. ``summary``: one row per portfolio of the run, best Sharpe first.
+    ``portfolios``: full statistics, verdict and flags of each. ``models``: per model and seed, forecast
+    metrics over every test bar (of every symbol, stacked; with several symbols the price errors are
+    None, they would mix price scales). ``deflated_sharpe``: of the best of the run's model portfolios.
+    ``across_seeds``: mean/std over seeds. ``universe``: ``None`` for one symbol, else
+    :class:`UniverseBlock`. With several symbols the run's portfolios are equal-weight, cash-shared
+    portfolios over the symbols, judged against the equal-weight buy & hold.
+    """
+
+    universe: UniverseBlock | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -415,9 +548,6 @@ class RunMetrics:
     def from_dict(cls, data: Any) -> RunMetrics:
         if not isinstance(data, dict):
             raise SchemaError("metrics.json: not a JSON object")
-        if data.get("kind") == "universe":
-            raise SchemaError("metrics.json: a universe run's (kind = 'universe'; read it with "
-                              "backtest.universe.evaluate.UniverseMetrics)")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise SchemaError(f"metrics.json: schema_version {version!r}, this version reads {SCHEMA_VERSION} "
@@ -447,13 +577,9 @@ class RunMetrics:
 
         return write_text(Path(path), self.to_json() + "\n")
 
-    def row(self, portfolio: str) -> SummaryRow | None:
-        return next((r for r in self.summary if r.portfolio == portfolio), None)
-
     @property
-    def benchmark(self) -> SummaryRow | None:
-        """The buy & hold row."""
-        return next((r for r in self.summary if r.verdict.outcome == "benchmark"), None)
+    def n_symbols(self) -> int:
+        return self.run.n_symbols
 
 
 # --------------------------------------------------------------------------- (de)serialisation

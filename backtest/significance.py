@@ -51,6 +51,8 @@ __all__ = [
     "expected_max_sharpe",
     "deflated_sharpe_ratio",
     "deflated_sharpe_from_returns",
+    "adjust_pvalues",
+    "CORRECTIONS",
 ]
 
 #: Euler-Mascheroni constant (gamma), used by the expected-maximum formula.
@@ -565,11 +567,13 @@ def deflated_sharpe_ratio(
     if not np.isfinite(dsr):
         reasons = []
         if not np.isfinite(sr0):
-            reasons.append("SR0 undefined (need n_trials >= 1 and a finite sharpe_variance >= 0)")
+            reasons.append("SR0 undefined: too few trials with a defined Sharpe ratio to estimate their variance "
+                           "(needs at least 2; the variance measures how much selecting the best inflates it)")
         if not np.isfinite(_f(sharpe)):
-            reasons.append("Sharpe ratio undefined")
+            reasons.append("the selected portfolio's Sharpe ratio is undefined (constant returns: it never trades, "
+                           "or too few bars)")
         if not (_f(n_obs) >= 2):
-            reasons.append("too few observations")
+            reasons.append(f"too few observations ({n_obs} bars; needs at least 2)")
         out["note"] = "; ".join(reasons) or "PSR variance term is not positive"
     return out
 
@@ -638,3 +642,18 @@ def deflated_sharpe_from_returns(returns_by_trial: pd.DataFrame, selected: Hasha
     if notes:
         res["note"] = "; ".join(notes)
     return res
+
+
+#: Multiple-testing corrections applied over the symbols of a run (statsmodels ``multipletests`` method names).
+CORRECTIONS = {"holm": "holm", "bh": "fdr_bh"}
+
+
+def adjust_pvalues(p_values: list[float | None]) -> dict[str, list[float]]:
+    """Holm (family-wise error) and Benjamini-Hochberg (false discovery rate) adjusted p-values of one family,
+    with statsmodels ``multipletests``; an undefined p (None, NaN) counts as 1."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.array([1.0 if v is None or not np.isfinite(_f(v)) else float(v) for v in p_values], dtype=float)
+    if p.size == 0:
+        return {k: [] for k in CORRECTIONS}
+    return {k: [float(x) for x in multipletests(p, alpha=0.05, method=m)[1]] for k, m in CORRECTIONS.items()}

@@ -47,7 +47,7 @@ class RunData:
 
     name: str
     path: Path
-    metrics: Any  # RunMetrics, or UniverseMetrics for a universe run (same summary/run attributes used here)
+    metrics: RunMetrics
     equity: pd.DataFrame
     config_text: str
     source: str = ""  # where the run came from when not its path, e.g. runs:/<id> for an MLflow run
@@ -67,7 +67,7 @@ def load_run(run_dir: str | Path) -> RunData:
         if not (d / fname).is_file():
             raise RunDirError(f"{d}: not a finished run ({fname} missing)")
     try:
-        metrics = _read_metrics(d / "metrics.json")
+        metrics = RunMetrics.read(d / "metrics.json")
     except SchemaError as exc:
         raise RunDirError(f"{d}: corrupt metrics.json ({_first_line(exc).removeprefix('metrics.json: ')})") from None
     try:
@@ -85,32 +85,15 @@ def load_run(run_dir: str | Path) -> RunData:
     return RunData(name=d.resolve().name or str(d), path=d, metrics=metrics, equity=eq, config_text=config_text)
 
 
-def _read_metrics(path: Path) -> Any:
-    """A run's metrics through its typed definition: :class:`UniverseMetrics` when ``kind = "universe"``."""
-    import json
-
-    try:
-        kind = json.loads(path.read_text(encoding="utf-8")).get("kind")
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        kind = None  # RunMetrics.read says what is wrong
-    if kind == "universe":
-        from backtest.universe.evaluate import UniverseMetrics
-
-        return UniverseMetrics.read(path)
-    return RunMetrics.read(path)
-
-
 def _symbols(m: Any) -> str:
     """The market(s) of a run: its symbol, or ``universe: A, B, C`` for a universe run."""
-    syms = getattr(m.run, "symbols", None)
-    return f"universe: {', '.join(syms)}" if syms else m.run.symbol
+    return f"universe: {', '.join(m.run.symbols)}" if m.run.n_symbols > 1 else m.run.symbol
 
 
 def _symbols_beaten(row: Any) -> str | None:
     """For a universe row of a model: on how many symbols it beats buy & hold and persistence (Holm)."""
     parts = [f"{name} {bc.holm}/{bc.n_symbols}" for name, bc in
-             (("buy & hold", getattr(row, "beats_buy_and_hold", None)),
-              ("persistence", getattr(row, "beats_persistence", None))) if bc is not None]
+             (("buy & hold", row.beats_buy_and_hold), ("persistence", row.beats_persistence)) if bc is not None]
     return (", ".join(parts) + " (Holm)") if parts else None
 
 

@@ -38,6 +38,10 @@ from backtest.schema import ModelMetrics, RunMetrics  # noqa: E402
 
 __all__ = [
     "FIGURE_NAMES",
+    "HEAT_METRICS",
+    "heat_matrix",
+    "heat_map",
+    "universe_figures",
     "BASELINES",
     "price_forecast",
     "pred_vs_actual",
@@ -697,3 +701,109 @@ def all_figures(predictions: pd.DataFrame, history: pd.DataFrame, equity: pd.Dat
 def _quote(metrics: RunMetrics) -> str:
     """The quote currency of the run (``metrics.run.quote``)."""
     return metrics.run.quote or "quote"
+
+
+# --------------------------------------------------------------------------- several symbols
+
+#: Metrics the per-symbol heat map can show (key -> title).
+HEAT_METRICS: dict[str, str] = {
+    "sharpe_diff": "Sharpe minus the symbol's buy & hold Sharpe (annualised)",
+    "sharpe": "Sharpe ratio (annualised)",
+    "total_return": "Total return [%]",
+    "sharpe_p": "Bootstrap p-value (two-sided), Sharpe vs the symbol's buy & hold",
+    "mse_ratio": "MSE / persistence MSE (below 1 beats 'no change')",
+}
+
+
+def heat_matrix(m: RunMetrics, metric: str = "sharpe_diff") -> pd.DataFrame:
+    """Model x strategy labels (rows) by symbol (columns) of one :data:`HEAT_METRICS` metric; NaN where undefined.
+
+    ``sharpe_diff`` is the portfolio's Sharpe minus the symbol's buy & hold Sharpe, both as reported in the
+    symbol's table (a portfolio that never trades has Sharpe 0, so its cell is ``-bh``, never undefined
+    while buy & hold's Sharpe is defined)."""
+    if metric not in HEAT_METRICS:
+        raise ValueError(f"heat map metric {metric!r} is not one of {', '.join(HEAT_METRICS)}")
+    labels = [r.portfolio for r in m.summary if r.model is not None]
+    symbols = list(m.run.symbols)
+    out = pd.DataFrame(np.nan, index=labels, columns=symbols)
+    per = m.universe.symbols if m.universe is not None else {}
+    for s in symbols:
+        info = per.get(s)
+        if info is None:
+            continue
+        bh = info.benchmark
+        for lab in labels:
+            b = info.portfolios.get(lab)
+            if b is None:
+                continue
+            sd = b.sharpe_vs_buy_and_hold
+            sharpe = b.portfolio.sharpe
+            if metric == "sharpe_diff":
+                v = None if sharpe is None or bh is None or bh.sharpe is None else sharpe - bh.sharpe
+            elif metric == "sharpe":
+                v = sharpe
+            elif metric == "total_return":
+                v = None if b.portfolio.total_return is None else 100 * b.portfolio.total_return
+            elif metric == "sharpe_p":
+                v = sd.p_value_two_sided if sd else None
+            else:
+                mm = info.models.get(str(b.model))
+                sb = (mm.per_seed.get(str(b.seed)) or mm.first_seed()[1]) if mm else None
+                v = sb.regression.mse_ratio if sb else None
+            out.loc[lab, s] = np.nan if v is None or not np.isfinite(v) else float(v)
+    return out
+
+
+def heat_map(matrix: pd.DataFrame, metric: str) -> Figure:
+    """A labelled heat map with the value written in each cell (grey: undefined)."""
+    rows, cols = matrix.shape
+    fig = Figure(figsize=(max(5.0, 1.1 * cols + 3.5), max(2.5, 0.45 * rows + 1.6)), layout="constrained")
+    ax = fig.add_subplot()
+    vals = matrix.to_numpy(float)
+    fin = vals[np.isfinite(vals)]
+    centre = {"sharpe_diff": 0.0, "sharpe": 0.0, "total_return": 0.0, "mse_ratio": 1.0}.get(metric)
+    if metric == "sharpe_p":
+        cmap, vmin, vmax = "RdYlGn_r", 0.0, 1.0
+    else:
+        span = float(np.max(np.abs(fin - centre))) if fin.size else 1.0
+        span = span or 1.0
+        cmap, vmin, vmax = ("RdYlGn_r" if metric == "mse_ratio" else "RdYlGn"), centre - span, centre + span
+    cm = matplotlib.colormaps[cmap].with_extremes(bad="0.85")
+    im = ax.imshow(np.ma.masked_invalid(vals), cmap=cm, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(cols), [str(c) for c in matrix.columns], rotation=30, ha="right", fontsize="small")
+    ax.set_yticks(range(rows), [str(r) for r in matrix.index], fontsize="small")
+    for i in range(rows):
+        for j in range(cols):
+            v = vals[i, j]
+            ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center", fontsize="small")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(HEAT_METRICS[metric] + ", per symbol")
+    return fig
+
+
+def _symbol_equity(equity: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    suffix = f"[{symbol}]"
+    cols = [c for c in equity.columns if str(c).endswith(suffix)]
+    out = equity[cols].dropna(how="all")
+    out.columns = [str(c)[: -len(suffix)] for c in cols]
+    return out
+
+
+def universe_figures(m: RunMetrics, equity: pd.DataFrame, heat_metric: str = "sharpe_diff") -> dict[str, Figure]:
+    """The figures of a run of several symbols: ``heatmap``, ``universe_equity``, ``universe_drawdown`` and
+    ``equity_<i>`` per symbol (i = position in ``run.symbols``). ``equity``: universe portfolios by label,
+    each symbol's own as ``label[SYMBOL]``."""
+    quote = _quote(m)
+    uni_cols = [r.portfolio for r in m.summary if r.portfolio in equity.columns]
+    if "buy_and_hold" in uni_cols:
+        uni_cols = [c for c in uni_cols if c != "buy_and_hold"] + ["buy_and_hold"]
+    figures: dict[str, Figure] = {
+        "heatmap": heat_map(heat_matrix(m, heat_metric), heat_metric),
+        "universe_equity": equity_curves(equity[uni_cols], quote=quote),
+        "universe_drawdown": drawdown(equity[uni_cols]),
+    }
+    for i, s in enumerate(m.run.symbols):
+        eq = _symbol_equity(equity, s)
+        if not eq.empty:
+            figures[f"equity_{i}"] = equity_curves(eq, quote=quote)
+    return figures

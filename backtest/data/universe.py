@@ -9,6 +9,7 @@ symbol listed later starts later and nothing is back-filled. Any error names the
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +47,10 @@ class UniverseData:
 
     @classmethod
     def of_one(cls, symbol: str, data: LoadedData) -> "UniverseData":
-        """A single-symbol run's data as a universe of one (its sha256 is the symbol's own)."""
-        return cls({symbol: data.bars}, data.timeframe, {symbol: data.report}, data.sha256, {symbol: data.source},
+        """A single-symbol run's data as a universe of one (its sha256 is the symbol's own; its synthetic-bar
+        mask, however it was given, is kept in the symbol's report, where :attr:`synthetic` reads it)."""
+        report = dataclasses.replace(data.report, synthetic=data.synthetic)
+        return cls({symbol: data.bars}, data.timeframe, {symbol: report}, data.sha256, {symbol: data.source},
                    {symbol: data.sha256})
 
 

@@ -116,7 +116,8 @@ def paper_metrics(acct: Account, cfg: Config, frames: PaperFrames) -> tuple[RunM
     known = frames.predictions.dropna(subset=["y_true"])
     if known["timestamp"].nunique() < 2:
         raise ValueError("fewer than two decisions with a known outcome")
-    ev = evaluate(engine_config(acct, cfg), known, frames.bars, acct.timeframe, synthetic=frames.synthetic)
+    ev = evaluate(engine_config(acct, cfg), known, {acct.symbol: frames.bars}, acct.timeframe,
+                  synthetic={acct.symbol: frames.synthetic} if frames.synthetic is not None else None)
     common = ev.equity.index.intersection(frames.equity.index)
     a = ev.equity.loc[common, frames.equity.columns].to_numpy()
     b = frames.equity.loc[common].to_numpy()

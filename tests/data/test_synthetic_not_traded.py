@@ -49,8 +49,7 @@ def test_signal_on_a_filled_bar_places_no_order(tmp_path) -> None:
     })
     fr = run_forecasts(cfg, tmp_path / "runs")
     t_fill = idx[GAP]
-    sym = fr.data.symbols[0]
-    syn, bars = fr.data.synthetic[sym], fr.data.bars[sym]
+    syn = fr.data.synthetic[fr.data.symbols[0]]
     assert int(syn.sum()) == 1 and bool(syn[t_fill])
     meta = json.loads((fr.run_dir / "meta.json").read_text())
     assert meta["data"]["synthetic_bars"] == 1
@@ -59,11 +58,15 @@ def test_signal_on_a_filled_bar_places_no_order(tmp_path) -> None:
     mine = preds["model"] == "lin"
     preds.loc[mine, "y_pred"] = np.where(preds.loc[mine, "timestamp"] == t_fill, -0.01, 0.01)
     label = "lin/lf"
-    naive = evaluate(cfg, preds, bars, fr.data.timeframe)  # without the mask: trades on the fake bar
-    held = evaluate(cfg, preds, bars, fr.data.timeframe, synthetic=syn)
+    naive = evaluate(cfg, preds, fr.data.bars, fr.data.timeframe)  # without the mask: trades on the fake bar
+    sym = fr.data.symbols[0]
+    held = evaluate(cfg, preds, fr.data.bars, fr.data.timeframe, synthetic=fr.data.synthetic)
     exits = naive.trades[naive.trades["portfolio"] == label]["exit_time"]
     assert (pd.to_datetime(exits, utc=True) == idx[GAP + 1]).any()  # sold at the open after the filled bar
-    assert not naive.signals.loc[t_fill, label] and held.signals.loc[t_fill, label]
+    assert not naive.signals[sym].loc[t_fill, label] and held.signals[sym].loc[t_fill, label]
+    # the run block says so: one bar repaired, one decision held, no fill moved (no order was due on it)
+    assert (held.metrics.run.synthetic_bars, held.metrics.run.signals_held, held.metrics.run.fills_moved) == (1, 1, 0)
+    assert (naive.metrics.run.synthetic_bars, naive.metrics.run.signals_held) == (0, 0)
     trades = held.trades[held.trades["portfolio"] == label]
     assert len(trades) == 1 and (trades["status"] == "Open").all()  # bought once, held through the gap
     assert not (pd.to_datetime(held.trades["entry_time"], utc=True) == idx[GAP + 1]).any()

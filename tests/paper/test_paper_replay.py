@@ -42,11 +42,11 @@ def _backtest(cfg, bars: pd.DataFrame, out: Path, synthetic: pd.Series | None = 
     """``walkforward run`` (``backtest.pipeline.run_all``: run_forecasts, then evaluate with the data's
     synthetic-bar mask) on ``bars``; ``synthetic`` = the repair's mask of those bars (None: all real)."""
     mask = None if synthetic is None else synthetic.reindex(bars.index, fill_value=False)
-    report = ValidationReport("emulator slice")
-    report.synthetic = mask  # where a loaded run keeps it (UniverseData.of_one reads the mask from the report)
-    data = LoadedData(bars, "1d", "emulator slice", report, frame_sha256(bars), mask)
+    data = LoadedData(bars, "1d", "emulator slice", ValidationReport("emulator slice"), frame_sha256(bars), mask)
     fr = run_forecasts(cfg, out, data=data)
-    return fr, evaluate(cfg, fr.predictions, bars, "1d", synthetic=fr.data.synthetic[cfg.data.symbol])
+    # the mask is passed as such: UniverseData.of_one keeps a LoadedData's report, not its explicit mask
+    return fr, evaluate(cfg, fr.predictions, fr.data.bars, "1d",
+                        synthetic=None if mask is None else {cfg.data.symbol: mask})
 
 
 def _compare(trader: PaperTrader, cfg, source: pd.DataFrame, n: int, out: Path, *, forecast_rtol: float,
@@ -70,7 +70,7 @@ def _compare(trader: PaperTrader, cfg, source: pd.DataFrame, n: int, out: Path, 
     # signals: identical decisions for T0 .. J-1 (the ledger also has the pending one at J)
     wide = sig.pivot(index="bar_time", columns="portfolio", values="long").astype(bool)
     wide.index = pd.DatetimeIndex([ts(t) for t in wide.index])
-    pd.testing.assert_frame_equal(wide.iloc[:-1][ev.signals.columns], ev.signals, check_names=False, check_freq=False)
+    pd.testing.assert_frame_equal(wide.iloc[:-1][ev.signals[cfg.data.symbol].columns], ev.signals[cfg.data.symbol], check_names=False, check_freq=False)
 
     # forecasts: same folds, same numbers (float32 rounding of a batch of 1 vs a batch of `step`)
     fc["timestamp"] = pd.DatetimeIndex([ts(t) for t in fc["bar_time"]])
@@ -83,7 +83,7 @@ def _compare(trader: PaperTrader, cfg, source: pd.DataFrame, n: int, out: Path, 
                                rtol=forecast_rtol, atol=1e-9)
 
     # fills: vectorbt's orders, one for one
-    orders = ev.simulation.portfolio.orders.records_readable
+    orders = ev.simulations[cfg.data.symbol].portfolio.orders.records_readable
     assert len(fills) == len(orders) > 0
     o = orders.rename(columns={"Column": "portfolio"}).assign(bar_time=lambda d: [pd.Timestamp(t) for t in d["Timestamp"]])
     f = fills.assign(bar_time=[ts(t) for t in fills["bar_time"]])
@@ -176,11 +176,11 @@ def test_replay_of_a_repaired_gap_equals_backtest_and_never_trades_the_synthetic
 
     # the case is not vacuous: the same forecasts without the mask trade linear/long_flat at that open
     label = "linear/long_flat"
-    naive = evaluate(cfg, fr.predictions, repaired, "1d")
-    orders = naive.simulation.portfolio.orders.records_readable
+    naive = evaluate(cfg, fr.predictions, {cfg.data.symbol: repaired}, "1d")
+    orders = naive.simulations[cfg.data.symbol].portfolio.orders.records_readable
     assert label in set(orders.loc[pd.to_datetime(orders["Timestamp"], utc=True) == after, "Column"])
-    assert naive.signals.loc[source.index[gap], label] != naive.signals.loc[source.index[gap - 1], label]
-    assert ev.signals.loc[source.index[gap], label] == ev.signals.loc[source.index[gap - 1], label]
+    assert naive.signals[cfg.data.symbol].loc[source.index[gap], label] != naive.signals[cfg.data.symbol].loc[source.index[gap - 1], label]
+    assert ev.signals[cfg.data.symbol].loc[source.index[gap], label] == ev.signals[cfg.data.symbol].loc[source.index[gap - 1], label]
 
 
 @pytest.mark.parametrize("fees,slippage", [(0.001, 0.0005), (0.0, 0.0), (0.0075, 0.002)])

@@ -13,8 +13,7 @@ import pandas as pd
 import pytest
 
 from backtest.cli import main
-from backtest.schema import RunMetrics, SchemaError
-from backtest.universe.evaluate import UniverseMetrics
+from backtest.schema import RunMetrics
 from tests.emulator import ExchangeEmulator
 from tests.universe.helpers import END, SYMBOLS, bundled_universe
 
@@ -36,7 +35,7 @@ def bundled_run(tmp_path_factory) -> Path:
     return out / "tiny_universe"
 
 
-def _check_run_dir(d: Path) -> UniverseMetrics:
+def _check_run_dir(d: Path) -> RunMetrics:
     for f in FILES:
         assert (d / f).is_file(), f
     preds = pd.read_csv(d / "predictions.csv")
@@ -46,9 +45,9 @@ def _check_run_dir(d: Path) -> UniverseMetrics:
     first = preds.groupby("symbol")["timestamp"].min()
     assert first["SOL/USDT"] > first["BTC/USDT"]  # listed later, starts later
     meta = json.loads((d / "meta.json").read_text())
-    assert meta["universe"]["symbols"] == SYMBOLS
-    m = UniverseMetrics.read(d / "metrics.json")  # the typed definition reads what the run wrote
-    assert m.run.symbols == SYMBOLS and {r.portfolio for r in m.summary} >= {"lin/long_flat", "buy_and_hold"}
+    assert meta["universe"]["symbols"] == SYMBOLS and meta["universe"]["synthetic_bars"] == 0
+    m = RunMetrics.read(d / "metrics.json")  # the typed definition reads what the run wrote
+    assert m.run.symbols == SYMBOLS and m.universe is not None and {r.portfolio for r in m.summary} >= {"lin/long_flat", "buy_and_hold"}
     eq = pd.read_csv(d / "equity.csv")
     assert {"lin/long_flat", "buy_and_hold", "lin/long_flat[SOL/USDT]"} <= set(eq.columns)
     assert "symbol" in pd.read_csv(d / "trades.csv").columns
@@ -69,9 +68,6 @@ def test_universe_run_from_bundled_data(bundled_run: Path, capsys) -> None:
     bc = m.row("lin/long_flat").beats_buy_and_hold
     assert f"{bc.holm}/3" in row and m.row("lin/long_flat").verdict.short() in row
     assert lines[-2] == f"run directory: {bundled_run}" and lines[-1] == f"report: {bundled_run / 'report.html'}"
-    # a single-symbol reader refuses a universe metrics.json in one line
-    with pytest.raises(SchemaError, match="a universe run's"):
-        RunMetrics.read(bundled_run / "metrics.json")
 
 
 def test_universe_run_from_the_exchange_emulator(bundled_run: Path, tmp_path: Path, capsys) -> None:
@@ -88,7 +84,7 @@ def test_universe_run_from_the_exchange_emulator(bundled_run: Path, tmp_path: Pa
     a = pd.read_csv(bundled_run / "predictions.csv")
     b = pd.read_csv(tmp_path / "runs" / "tiny_universe" / "predictions.csv")
     pd.testing.assert_frame_equal(a, b)
-    assert [r.portfolio for r in m.summary] == [r.portfolio for r in UniverseMetrics.read(bundled_run / "metrics.json").summary]
+    assert [r.portfolio for r in m.summary] == [r.portfolio for r in RunMetrics.read(bundled_run / "metrics.json").summary]
 
 
 def test_compare_universe_runs(bundled_run: Path, tmp_path: Path, capsys) -> None:
@@ -101,7 +97,7 @@ def test_compare_universe_runs(bundled_run: Path, tmp_path: Path, capsys) -> Non
     assert main(["compare", str(bundled_run), str(bundled_run), "--out", str(tmp_path / "same")]) == 0
     capsys.readouterr()
     ranked = json.loads((tmp_path / "same" / "compare.json").read_text())["ranked"]
-    m = UniverseMetrics.read(bundled_run / "metrics.json")
+    m = RunMetrics.read(bundled_run / "metrics.json")
     assert [r["portfolio"] for r in ranked] == [r.portfolio for r in m.summary]  # its rows are its universe portfolios
     row = next(r for r in ranked if r["portfolio"] == "lin/long_flat")
     bc, bp = m.row("lin/long_flat").beats_buy_and_hold, m.row("lin/long_flat").beats_persistence

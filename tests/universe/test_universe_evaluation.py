@@ -1,4 +1,4 @@
-"""Universe evaluation, significance over symbols, the universe report and ``compare`` on a universe run.
+"""The one evaluation on several symbols: significance over symbols, the report's universe sections and ``compare``.
 
 Data: the real daily slices of ``tests/universe/data`` (BTC/ETH/SOL, different start dates, common end
 2021-03-31); forecasts from a causal rule and persistence (``tests/universe/eval_helpers.py``), so every number
@@ -20,10 +20,12 @@ from backtest.atomic import write_text
 from backtest.config import Config
 from backtest.errors import DataError
 from backtest.metrics import classification
+from backtest.evaluate import beat_count, evaluate
 from backtest.schema import RunMetrics, SchemaError
-from backtest.universe.evaluate import UniverseMetrics, adjust_pvalues, beat_count, evaluate_universe
+from backtest.significance import adjust_pvalues
 from reports.compare import compare_runs
-from reports.universe import heat_matrix, write_universe_report
+from reports.figures import heat_matrix
+from reports.html import write_report
 from tests.universe.eval_helpers import SYMBOLS, universe_bars, universe_predictions
 
 CFG = Config.model_validate({"models": {"persistence": {"type": "persistence"}, "momentum": {"type": "linear"}},
@@ -35,7 +37,7 @@ CFG = Config.model_validate({"models": {"persistence": {"type": "persistence"}, 
 def uni():
     bars = universe_bars()
     preds = universe_predictions(bars)
-    return bars, preds, evaluate_universe(CFG, preds, bars, "1d")
+    return bars, preds, evaluate(CFG, preds, bars, "1d")
 
 
 def _holm(p: list[float]) -> list[float]:
@@ -75,9 +77,10 @@ def test_corrections_and_counts_by_hand() -> None:
 
 def test_symbol_counts_match_per_symbol_tests(uni) -> None:
     bars, preds, ev = uni
-    m = UniverseMetrics.from_json(json.loads(json.dumps(ev.metrics.to_json())))
+    m = RunMetrics.from_json(ev.metrics.to_json())
     assert m == ev.metrics  # the typed definition round-trips through JSON
-    assert m.kind == "universe" and m.run.symbols == list(SYMBOLS) and m.run.periods_per_year == 365.0
+    assert m.universe is not None and m.run.symbols == list(SYMBOLS) and m.run.periods_per_year == 365.0
+    assert m.run.n_symbols == 3 and m.run.symbol == "universe of 3 symbols"
     rows = {r.portfolio: r for r in m.summary}
     assert set(rows) == {"persistence/long_flat", "momentum/long_flat", "persistence/eager", "momentum/eager",
                          "buy_and_hold", "always_flat", "sma_cross"}
@@ -87,7 +90,7 @@ def test_symbol_counts_match_per_symbol_tests(uni) -> None:
             assert row.beats_buy_and_hold is None and row.beats_persistence is None
             continue
         bc = row.beats_buy_and_hold
-        per = [m.symbols[s].portfolios[label] for s in SYMBOLS]
+        per = [m.universe.symbols[s].portfolios[label] for s in SYMBOLS]
         p = [x.sharpe_vs_buy_and_hold.p_value_two_sided for x in per]
         p1 = [1.0 if v is None else v for v in p]
         better = [(x.sharpe_vs_buy_and_hold.sharpe_diff or 0) > 0 for x in per]
@@ -136,34 +139,34 @@ def test_universe_and_pooled_metrics(uni) -> None:
         assert v.sided == "two-sided" and v.level == CFG.backtest.significance_level
         assert v.p_value == r.sharpe_diff_p_value_two_sided
         assert (v.outcome == "beats") == (v.p_value is not None and v.p_value < v.level and r.sharpe_diff > 0)
-        assert m.universe[r.portfolio].verdict == v
+        assert m.portfolios[r.portfolio].verdict == v
     # flags per universe portfolio, from backtest.min_trades / min_exposure
     assert any("low exposure" in f for f in m.row("always_flat").flags)
     for r in m.summary:
         assert any(f.startswith("few trades") for f in r.flags) == (
             r.portfolio != "buy_and_hold" and r.trades is not None and r.trades < CFG.backtest.min_trades)
     # per-symbol columns cover only that symbol's test span; universe columns the whole span
-    sol_first = pd.Timestamp(m.symbols["SOL/USDT"].run.first_test_bar)
+    sol_first = pd.Timestamp(m.universe.symbols["SOL/USDT"].run.first_test_bar)
     assert eq["momentum/long_flat[SOL/USDT]"].loc[: sol_first - pd.Timedelta(days=1)].isna().all()
     assert eq["momentum/long_flat"].notna().all()
     # the universe simulation's per-symbol buy & hold equals the single-symbol simulation over its span
     for s in SYMBOLS:
         single = eq[f"buy_and_hold[{s}]"].dropna()
-        assert len(single) == m.symbols[s].run.test_bars + 1
-        assert np.allclose(ev.simulation.equity[f"buy_and_hold[{s}]"].loc[single.index], single, rtol=1e-12)
+        assert len(single) == m.universe.symbols[s].run.test_bars + 1
+        assert np.allclose(ev.universe_simulation.equity[f"buy_and_hold[{s}]"].loc[single.index], single, rtol=1e-12)
     # pooled direction metrics = classification over every symbol's rows together; no price errors pooled
     mom = preds[preds["model"] == "momentum"]
-    pooled = m.pooled["momentum"].per_seed["0"]
+    pooled = m.models["momentum"].per_seed["0"]
     expected = classification(mom["y_true"].to_numpy(), mom["y_pred"].to_numpy() > 0)
     assert {k: getattr(pooled.classification, k) for k in expected} == pytest.approx(expected)
     assert pooled.significance.diebold_mariano.n == len(mom) and pooled.regression.price_mae is None
     # deflated Sharpe over every symbol x model x strategy tried
-    dsr = m.deflated_sharpe.per_symbol
+    dsr = m.universe.deflated_sharpe_symbols
     assert dsr.n_trials == len(SYMBOLS) * 4 and len(dsr.trials) == 12
-    sharpes = {f"{s}|{lab}": m.symbols[s].portfolios[lab].portfolio.sharpe
+    sharpes = {f"{s}|{lab}": m.universe.symbols[s].portfolios[lab].portfolio.sharpe
                for s in SYMBOLS for lab in ("persistence/long_flat", "momentum/long_flat", "persistence/eager", "momentum/eager")}
     assert dsr.selected == max((k for k in sharpes if sharpes[k] is not None), key=lambda k: sharpes[k])
-    assert m.deflated_sharpe.universe.n_trials == 4
+    assert m.deflated_sharpe.n_trials == 4
 
 
 def test_synthetic_bars_are_not_traded_per_symbol(uni) -> None:
@@ -173,51 +176,50 @@ def test_synthetic_bars_are_not_traded_per_symbol(uni) -> None:
     mask = pd.Series(False, index=eth.index)
     tests = preds[(preds["symbol"] == "ETH/USDT") & (preds["model"] == "momentum")]["timestamp"]
     mask.loc[tests.iloc[5:60]] = True  # a long stretch of ETH's test bars marked synthetic
-    held = evaluate_universe(CFG, preds, bars, "1d", synthetic={"ETH/USDT": mask})
+    held = evaluate(CFG, preds, bars, "1d", synthetic={"ETH/USDT": mask})
     lab = "momentum/eager"
-    a, b = ev.metrics.symbols["ETH/USDT"].portfolios[lab], held.metrics.symbols["ETH/USDT"].portfolios[lab]
+    a, b = ev.metrics.universe.symbols["ETH/USDT"].portfolios[lab], held.metrics.universe.symbols["ETH/USDT"].portfolios[lab]
     assert b.portfolio.trades < a.portfolio.trades  # no order decided on the synthetic stretch
     # BTC and SOL are untouched; the universe portfolio changes
     for s in ("BTC/USDT", "SOL/USDT"):
-        assert held.metrics.symbols[s].portfolios[lab] == ev.metrics.symbols[s].portfolios[lab]
+        assert held.metrics.universe.symbols[s].portfolios[lab] == ev.metrics.universe.symbols[s].portfolios[lab]
     assert held.metrics.row(lab).total_return != ev.metrics.row(lab).total_return
-    pos = held.simulation.positions[lab]["ETH/USDT"]
+    pos = held.universe_simulation.positions[lab]["ETH/USDT"]
     window = mask[mask].index  # no fill at a synthetic open: the position of the bar before is kept there
     at = pos.index.get_indexer(window)
     assert (pos.iloc[at].to_numpy() == pos.iloc[at - 1].to_numpy()).all()
     # ... and the first real bar after the stretch executes the last real decision (at the bar before the
     # stretch; without the mask it was executed at the stretch's first open, which is synthetic now)
-    assert pos.index.equals(ev.simulation.positions[lab].index)
-    assert pos.iloc[at[-1] + 1] == ev.simulation.positions[lab]["ETH/USDT"].iloc[at[0]]
+    assert pos.index.equals(ev.universe_simulation.positions[lab].index)
+    assert pos.iloc[at[-1] + 1] == ev.universe_simulation.positions[lab]["ETH/USDT"].iloc[at[0]]
 
 
-def test_universe_metrics_json_is_typed_and_told_apart(uni, tmp_path: Path) -> None:
+def test_universe_metrics_json_is_the_one_schema(uni, tmp_path: Path) -> None:
     bars, preds, ev = uni
     path = ev.metrics.write(tmp_path / "metrics.json")
-    assert UniverseMetrics.read(path) == ev.metrics
-    with pytest.raises(SchemaError, match=r"^metrics.json: a universe run's \(kind = 'universe'"):
-        RunMetrics.read(path)
+    assert RunMetrics.read(path) == ev.metrics
     d = json.loads(path.read_text())
+    assert d["schema_version"] == 3 and set(d["universe"]) == {"symbols", "deflated_sharpe_symbols"}
     d["summary"][0]["sharpe"] = "high"
     with pytest.raises(SchemaError, match=r"^metrics.json: metrics.summary\[0\].sharpe should be a number$"):
-        UniverseMetrics.from_json(d)
+        RunMetrics.from_dict(d)
     d = json.loads(path.read_text())
-    del d["kind"]
-    with pytest.raises(SchemaError, match="not a universe run's"):
-        UniverseMetrics.from_json(d)
+    d["schema_version"] = 2
+    with pytest.raises(SchemaError, match=r"^metrics.json: schema_version 2, this version reads 3"):
+        RunMetrics.from_dict(d)
 
 
 def test_data_errors_name_the_symbol(uni) -> None:
     bars, preds, _ = uni
     with pytest.raises(DataError, match=r"^DOGE/USDT: in the predictions but no bars were loaded for it$"):
-        evaluate_universe(CFG, pd.concat([preds, preds.head(1).assign(symbol="DOGE/USDT")]), bars, "1d")
+        evaluate(CFG, pd.concat([preds, preds.head(1).assign(symbol="DOGE/USDT")]), bars, "1d")
     short = dict(bars, **{"ETH/USDT": bars["ETH/USDT"].iloc[:-1]})
     with pytest.raises(DataError, match=r"^ETH/USDT: the bar after the last decision bar 2021-03-30\S* is missing: "
                                         r"cannot execute the last signal$"):
-        evaluate_universe(CFG, preds, short, "1d")
+        evaluate(CFG, preds, short, "1d")
     holed = dict(bars, **{"SOL/USDT": bars["SOL/USDT"].drop(pd.Timestamp("2021-01-05", tz="UTC"))})
     with pytest.raises(DataError, match=r"^SOL/USDT: forecast at 2021-01-05\S* has no bar in the loaded data$"):
-        evaluate_universe(CFG, preds, holed, "1d")
+        evaluate(CFG, preds, holed, "1d")
 
 
 class _Tables(HTMLParser):
@@ -264,7 +266,7 @@ def test_report_and_compare(uni, tmp_path: Path) -> None:
     write_text(run_dir / "equity.csv", ev.equity.to_csv())
     write_text(run_dir / "config.toml", CFG.to_toml())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    path = write_universe_report(run_dir, metrics, preds, ev.equity)
+    path = write_report(run_dir, RunMetrics.from_dict(metrics), preds, pd.DataFrame(), ev.equity)
     text = path.read_text()
     assert not re.search(r"(src|href)=\"(https?:)?//", text)  # self-contained
     parser = _Tables()
@@ -273,17 +275,17 @@ def test_report_and_compare(uni, tmp_path: Path) -> None:
     assert [r[0] for r in beaten] == [r["portfolio"] for r in metrics["summary"]]
     mom = next(r for r in beaten if r[0] == "momentum/long_flat")
     bc = next(r for r in metrics["summary"] if r["portfolio"] == "momentum/long_flat")["beats_buy_and_hold"]
-    assert mom[11:15] == [f"{bc[k]}/3" for k in ("point", "raw", "holm", "bh")]
-    m = UniverseMetrics.from_json(metrics)
+    assert mom[2:6] == [f"{bc[k]}/3" for k in ("point", "raw", "holm", "bh")]  # the answer, first
+    m = RunMetrics.from_dict(metrics)
     # the verdict column shows the verdict data (reports.html.verdict_cell colours it by its outcome)
-    assert [r[3] for r in beaten] == [r.verdict.short() for r in m.summary]
-    assert parser.details == len(SYMBOLS)
+    assert [r[1] for r in beaten] == [r.verdict.short() for r in m.summary]
+    assert text.count("<details id=\"symbol-") == len(SYMBOLS)  # one folded section per symbol
     assert 'id="fig-heatmap"' in text and text.count("data:image/png;base64,") == 3 + len(SYMBOLS)
     assert "365 bars/yr" in text and (run_dir / "figures" / "heatmap.png").stat().st_size > 1000
-    m = UniverseMetrics.from_json(metrics)
     hm = heat_matrix(m, "sharpe_diff")
+    sol = metrics["universe"]["symbols"]["SOL/USDT"]["portfolios"]
     assert hm.loc["momentum/eager", "SOL/USDT"] == pytest.approx(
-        metrics["symbols"]["SOL/USDT"]["portfolios"]["momentum/eager"]["sharpe_vs_buy_and_hold"]["sharpe_diff"])
+        sol["momentum/eager"]["portfolio"]["sharpe"] - sol["buy_and_hold"]["portfolio"]["sharpe"], abs=1e-12)
     with pytest.raises(ValueError, match="heat map metric 'f2' is not one of"):
         heat_matrix(m, "f2")
     # compare reads a universe run like any other and says which symbols and how many were beaten
