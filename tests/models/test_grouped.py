@@ -1,4 +1,4 @@
-"""The grouped trainer gives each model the training it would get alone (models/grouped.py).
+"""The grouped trainer gives each model the training it would get alone (models/grouped/).
 
 Reference: a standard single Keras model of the same architecture (``KerasForecaster.build``), given the
 same initial weights, trained with Keras' own Adam by ``train_on_batch`` on the same batch order (last
@@ -133,19 +133,21 @@ def test_dropout_keep_mask_rate_and_scaling() -> None:
     two models (two seeds), and of two steps of one model, differ."""
     import keras
 
-    from models.grouped import LayerSpec, _make_layers
+    from models.grouped import LayerSpec
+    from models.grouped.layers import keep_threshold, make_layers
 
-    layer = _make_layers()["dropout"](2, LayerSpec("dropout", rate=0.25), 1)
+    layer = make_layers()["dropout"](2, LayerSpec("dropout", rate=0.25), 1)
     x = np.ones((2, 64, 10, 8), "float32")
     seeds = np.array([[3, 1], [4, 1]], "int32")
-    y = np.asarray(keras.ops.convert_to_numpy(layer(x, training=True, seeds=seeds)))
+    rates = {"drop_threshold": np.full((2, 2), keep_threshold(0.25), "int32"), "drop_keep": np.full((2, 2), 0.75, "float32")}
+    y = np.asarray(keras.ops.convert_to_numpy(layer(x, noise={"seeds": seeds, **rates})))
     assert set(np.unique(y)) <= {0.0, np.float32(1 / 0.75)}
     kept = (y > 0).mean(axis=(1, 2, 3))
     np.testing.assert_allclose(kept, 0.75, atol=0.02)
     assert (y[0] != y[1]).mean() > 0.2
-    y2 = np.asarray(keras.ops.convert_to_numpy(layer(x, training=True, seeds=np.array([[3, 2], [4, 1]], "int32"))))
+    y2 = np.asarray(keras.ops.convert_to_numpy(layer(x, noise={"seeds": np.array([[3, 2], [4, 1]], "int32"), **rates})))
     assert (y2[0] != y[0]).mean() > 0.2 and np.array_equal(y2[1], y[1])
-    np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(layer(x, training=False, seeds=seeds))), x)
+    np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(layer(x, noise=None))), x)  # not training
 
 
 @pytest.mark.parametrize("static_slots", [8, 0], ids=["one-shape", "live-slots"])
@@ -153,10 +155,9 @@ def test_refilled_slots_train_each_model_as_alone(static_slots: int, monkeypatch
     """Five models through two slots (a finished model's slot is refilled with the next, fresh): each ends
     where it ends trained alone, early stopping at its own epoch included, and no slot idles while
     models wait; both when every slot is fed at every step (small groups) and when only the live ones are."""
-    from models import grouped
-    from models.grouped import GroupStats
+    from models.grouped import GroupStats, trainer
 
-    monkeypatch.setattr(grouped, "_STATIC_SLOTS", static_slots)
+    monkeypatch.setattr(trainer, "_STATIC_SLOTS", static_slots)
 
     fc = make_forecaster("gru", units=4, seed=0, horizon=1, dropout=0.0)
     specs = fc.full_architecture(1)
@@ -186,11 +187,11 @@ def test_live_slots_compute_only_their_models() -> None:
     each such model's output equals its output in the full group."""
     import keras
 
-    from models.grouped import _trainer
+    from models.grouped.trainer import _trainer
 
     fc = make_forecaster("bilstm", units=4, seed=0, horizon=1, dropout=0.0)
     specs = fc.full_architecture(1)
-    net, _ = _trainer(specs, 4, 3, 2, TrainSettings(), None)
+    net, _ = _trainer(specs, 4, 3, 2, "adam", None)
     rng = np.random.default_rng(5)
     for v in net.trainable_variables:
         v.assign(rng.normal(scale=0.5, size=v.shape).astype("float32"))
@@ -205,17 +206,17 @@ def test_live_slots_compute_only_their_models() -> None:
 def test_a_new_architecture_drops_the_other_trainers() -> None:
     """A worker's trainer cache keeps one architecture's compiled trainers at a time (bounded memory);
     trainers of the same architecture are reused."""
-    from models.grouped import _trainer
+    from models.grouped.trainer import _trainer
 
     cache: dict = {}
     lstm = make_forecaster("lstm", units=4, seed=0, horizon=1).full_architecture(1)
     gru = make_forecaster("gru", units=4, seed=0, horizon=1).full_architecture(1)
     cache[("lstm", 3, 2)] = "a single-model trainer"  # not a group trainer: left alone
-    a, _ = _trainer(lstm, 2, 3, 2, TrainSettings(), cache)
-    _trainer(lstm, 3, 3, 2, TrainSettings(), cache)
-    assert _trainer(lstm, 2, 3, 2, TrainSettings(), cache)[0] is a
+    a, _ = _trainer(lstm, 2, 3, 2, "adam", cache)
+    _trainer(lstm, 3, 3, 2, "adam", cache)
+    assert _trainer(lstm, 2, 3, 2, "adam", cache)[0] is a
     assert len([k for k in cache if k[0] == "group"]) == 2
-    _trainer(gru, 2, 3, 2, TrainSettings(), cache)
+    _trainer(gru, 2, 3, 2, "adam", cache)
     groups = [k for k in cache if k[0] == "group"]
     assert len(groups) == 1 and groups[0][1] == tuple(gru)
     assert ("lstm", 3, 2) in cache
@@ -224,7 +225,7 @@ def test_a_new_architecture_drops_the_other_trainers() -> None:
 def test_small_groups_feed_one_shape_large_groups_their_live_slots(monkeypatch: pytest.MonkeyPatch) -> None:
     """A group of at most ``_STATIC_SLOTS`` slots feeds every slot at every step (one input shape); a larger
     one feeds only its live slots once models finish at different epochs."""
-    from models import grouped
+    from models.grouped import trainer as grouped
 
     monkeypatch.setattr(grouped, "_STATIC_SLOTS", 2)
     specs = make_forecaster("lstm", units=4, seed=0, horizon=1).full_architecture(1)
@@ -237,7 +238,7 @@ def test_small_groups_feed_one_shape_large_groups_their_live_slots(monkeypatch: 
     fed: dict[int, list[int]] = {}
     for slots in (2, 3):
         cache: dict = {}
-        net, _ = grouped._trainer(specs, slots, 3, 2, st, cache)
+        net, _ = grouped._trainer(specs, slots, 3, 2, st.optimizer, cache)
         train = net.train_on_batch
 
         def spy(x, *a, _slots=slots, _train=train, **k):
