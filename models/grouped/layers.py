@@ -6,7 +6,7 @@ i, f, c, o; GRU ``reset_after=True`` with a ``(2, 3u)`` bias, gates z, r, h; Bid
 backward), so a model's slice of the group weights loads into the single Keras model unchanged.
 
 Per-model values a layer reads at each step (given by :class:`models.grouped.network` as ``(n,)`` or
-``(n, L)`` tensors, ``n`` the fed slots): the dropout keep-threshold and keep-fraction of each model (so
+``(n, L)`` tensors, ``n`` the fed slots): the dropout keep-threshold and scale of each model (so
 models of one group may drop at different rates; rate 0 keeps every value unchanged, exactly), and the
 recurrent-dropout ones. A model's masks depend only on its seed, its own step count, the layer and the
 element: the same alone as in any group.
@@ -63,6 +63,12 @@ def _keras() -> Any:
 def keep_threshold(rate: float) -> int:
     """The 24-bit threshold of a dropout ``rate``: a value is kept when its hash is at least this."""
     return int(round(rate * (1 << 24)))
+
+
+def keep_scale(rate: float) -> np.float32:
+    """Inverted-dropout scale of kept values, ``1 / (1 - rate)``, as float32 arithmetic on the float32
+    ``1 - rate`` (0.2 -> 1.25)."""
+    return np.float32(1.0) / np.float32(1.0 - rate)
 
 
 @functools.cache
@@ -172,10 +178,10 @@ def make_layers() -> dict[str, type]:
             return None
         g, b, u = h_shape
         thr = noise["rec_threshold"][:, layer.index]
-        keep_frac = noise["rec_keep"][:, layer.index]
+        scale = noise["rec_scale"][:, layer.index]
         ones = ops.ones((g, b, dirs, gates, u), dtype="float32")
         keep = _keep_mask(ones, noise["seeds"], REC_MASK_INDEX + layer.index, thr)
-        m = ops.where(keep, ones / ops.reshape(keep_frac, (-1, 1, 1, 1, 1)), ops.zeros_like(ones))
+        m = ops.where(keep, ones * ops.reshape(scale, (-1, 1, 1, 1, 1)), ops.zeros_like(ones))
         parts = ops.split(m, dirs, axis=2)  # per direction, (G, B, 1, gates, u)
         return ops.concatenate([ops.squeeze(p, axis=2) for p in parts], axis=0)
 
@@ -264,15 +270,17 @@ def make_layers() -> dict[str, type]:
     class GroupDropout(GroupLayer):
         """Per-model inverted dropout (Keras' rule: kept values scaled by 1 / (1 - rate)) at each model's own
         rate; model g's mask comes from (its seed, its own step count, this layer), see :func:`_keep_mask`.
-        (One stateless random draw per model was a third of a bidirectional LSTM step at 13 models.) A model
-        at rate 0 keeps every value, divided by 1.0: unchanged."""
+        (One stateless random draw per model was a third of a bidirectional LSTM step at 13 models.) The
+        scale is a multiply by the float32 reciprocal :func:`keep_scale` (what TensorFlow's graph optimizer
+        made of a division by a constant rate, so a group at one rate gives the floats it gave before rates
+        were per model). A model at rate 0 keeps every value, times 1.0: unchanged."""
 
         def call(self, x: Any, live: Any = None, noise: dict | None = None) -> Any:
             if noise is None or "drop_threshold" not in noise:
                 return x
             keep = _keep_mask(x, noise["seeds"], self.index, noise["drop_threshold"][:, self.index])
-            frac = ops.reshape(noise["drop_keep"][:, self.index], (-1,) + (1,) * (len(x.shape) - 1))
-            return ops.where(keep, x / frac, ops.zeros_like(x))
+            scale = ops.reshape(noise["drop_scale"][:, self.index], (-1,) + (1,) * (len(x.shape) - 1))
+            return ops.where(keep, x * scale, ops.zeros_like(x))
 
     class GroupActivation(GroupLayer):
         def call(self, x: Any, live: Any = None, noise: dict | None = None) -> Any:
@@ -284,4 +292,4 @@ def make_layers() -> dict[str, type]:
             "dropout": GroupDropout, "leaky_relu": GroupActivation, "flatten": GroupActivation}
 
 
-__all__ = ["LayerSpec", "RECURRENT", "REGULARISED", "keep_threshold", "make_layers"]
+__all__ = ["LayerSpec", "RECURRENT", "REGULARISED", "keep_scale", "keep_threshold", "make_layers"]

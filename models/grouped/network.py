@@ -39,7 +39,7 @@ def make_network() -> tuple[type, type]:
         Non-trainable state, set by the trainer once per round (not per step: a variable assign from
         Python costs about as much as 5% of a step): ``model_seeds`` ``(G,)`` int32, ``steps`` ``(G,)``
         (each model's own optimizer steps so far), ``learning_rates`` ``(G,)``, and, as ``uses`` asks, per
-        model and layer dropout thresholds/keep fractions and the regulariser coefficients ``(G, 8)``
+        model and layer dropout thresholds and scales and the regulariser coefficients ``(G, 8)``
         (:data:`PENALTY_KEYS` order). Inside the compiled step, :meth:`compute_loss` sets ``active``
         ``(G,)`` (1 where the model has rows in this batch), adds it to ``steps`` (so Adam's bias correction
         sees the model's own count) and adds to ``loss_sums`` ``(G,)`` (per-model sum of batch loss x batch
@@ -61,10 +61,10 @@ def make_network() -> tuple[type, type]:
             L = len(specs)
             if uses.dropout:
                 self.drop_threshold = var(np.zeros((n_models, L), "int32"), dtype="int32", name="drop_threshold")
-                self.drop_keep = var(np.ones((n_models, L), "float32"), name="drop_keep")
+                self.drop_scale = var(np.ones((n_models, L), "float32"), name="drop_scale")
             if uses.recurrent_dropout:
                 self.rec_threshold = var(np.zeros((n_models, L), "int32"), dtype="int32", name="rec_threshold")
-                self.rec_keep = var(np.ones((n_models, L), "float32"), name="rec_keep")
+                self.rec_scale = var(np.ones((n_models, L), "float32"), name="rec_scale")
             if uses.penalties:
                 self.coefs = var(np.zeros((n_models, len(PENALTY_KEYS)), "float32"), name="penalty_coefs")
 
@@ -75,9 +75,9 @@ def make_network() -> tuple[type, type]:
             seeds = ops.stack([self.model_seeds.value, ops.cast(self.steps.value, "int32") + 1], axis=1)
             noise = {"seeds": seeds if live is None else ops.take(seeds, live, axis=0)}
             if self.uses.dropout:
-                noise.update(drop_threshold=pick(self.drop_threshold), drop_keep=pick(self.drop_keep))
+                noise.update(drop_threshold=pick(self.drop_threshold), drop_scale=pick(self.drop_scale))
             if self.uses.recurrent_dropout:
-                noise.update(rec_threshold=pick(self.rec_threshold), rec_keep=pick(self.rec_keep))
+                noise.update(rec_threshold=pick(self.rec_threshold), rec_scale=pick(self.rec_scale))
             return noise
 
         def _coefs(self, live: Any, key: str) -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from models.grouped.layers import RECURRENT, LayerSpec, keep_threshold
+from models.grouped.layers import RECURRENT, LayerSpec, keep_scale, keep_threshold
 from models.grouped.network import make_network
 from models.grouped.settings import SHARED_KEYS, GroupUses, TrainSettings
 from models.grouped.weights import initial_weights
@@ -222,10 +222,10 @@ def _load_slots(net: Any, opt: Any, states: list[_MemberState | None], which: li
     put(net.learning_rates, lambda s: np.float32(s.st.learning_rate))
     if net.uses.dropout:
         put(net.drop_threshold, lambda s: [keep_threshold(r) for r in s.drop])
-        put(net.drop_keep, lambda s: (1.0 - s.drop).astype("float32"), 1.0)  # float64 1 - rate, then float32
+        put(net.drop_scale, lambda s: [keep_scale(r) for r in s.drop], 1.0)
     if net.uses.recurrent_dropout:
         put(net.rec_threshold, lambda s: [keep_threshold(r) for r in s.rec])
-        put(net.rec_keep, lambda s: (1.0 - s.rec).astype("float32"), 1.0)
+        put(net.rec_scale, lambda s: [keep_scale(r) for r in s.rec], 1.0)
     if net.uses.penalties:
         put(net.coefs, lambda s: np.asarray(s.st.penalties(), "float32"), 0.0)
 
