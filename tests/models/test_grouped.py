@@ -377,3 +377,34 @@ def test_every_hyper_parameter_is_in_the_group_signature_or_the_member_settings(
         assert same_group == (key in member_keys), key
         if same_group:
             assert other.train_settings() != base.train_settings(), key
+
+
+def test_engine_groups_configs_that_differ_only_in_member_values(btc, tmp_path) -> None:
+    """Through the engine (``group_key`` -> ``train_group``): configurations of one architecture that differ
+    in learning rate, epochs, patience, dropout and L1/L2 share one group key (and train mixed in its
+    units), a different batch size does not, and a regularised model's folds train in that company as they
+    train in a run of their own (same epochs, losses within float rounding: batched kernels round by shape)."""
+    import pandas as pd
+
+    import backtest.folds.units as units_mod
+    from backtest.folds.plan import plan_run
+    from backtest.run import run_forecasts
+    from tests.test_walkforward import as_data, tiny_cfg
+
+    bars = btc.iloc[:360]  # 4 folds of 40 bars from bar 200
+    net = {"type": "lstm", "units": 4, "epochs": 3, "patience": 1, "batch_size": 32}
+    models = {"plain": net, "reg": {**net, "learning_rate": 3e-3, "bias_l2": 0.05, "dropout": 0.2},
+              "reg2": {**net, "kernel_l1": 0.01, "activity_l2": 0.01, "epochs": 2, "patience": 2}}
+    wf = {"training": "grouped", "workers": 1}
+    tasks = plan_run(tiny_cfg({**models, "wide": {**net, "batch_size": 16}}, walkforward=wf), {"BTC/USDT": bars}).tasks
+    keys = {t.model_name: units_mod.group_key(t) for t in tasks}
+    assert keys["plain"] == keys["reg"] == keys["reg2"] != keys["wide"]
+    units = units_mod.make_units(tasks, lambda t: False, None)
+    assert any({"plain", "reg", "reg2"} <= {t.model_name for t in u.tasks} for u in units if u.kind == "group")
+    run_forecasts(tiny_cfg(models, walkforward=wf), tmp_path / "a", data=as_data(bars))
+    run_forecasts(tiny_cfg({"reg": models["reg"]}, walkforward=wf), tmp_path / "b", data=as_data(bars))
+    for k in range(4):
+        together, alone = (pd.read_csv(tmp_path / d / "t" / "folds" / "reg" / str(k) / "seed-0" / "history.csv")
+                           for d in ("a", "b"))
+        assert list(together["epoch"]) == list(alone["epoch"])
+        np.testing.assert_allclose(together[["loss", "val_loss"]], alone[["loss", "val_loss"]], rtol=1e-4)
