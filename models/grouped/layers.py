@@ -5,7 +5,7 @@ Inputs ``(G, B, T, F)``, weights ``(G, in, out)``, kernels applied as batched ``
 i, f, c, o; GRU ``reset_after=True`` with a ``(2, 3u)`` bias, gates z, r, h; Bidirectional = forward then
 backward), so a model's slice of the group weights loads into the single Keras model unchanged.
 
-Per-model values a layer reads at each step (given by :class:`models.grouped.network` as ``(n,)`` or
+Per-model values a layer reads at each step (given by :mod:`models.grouped.network` as ``(n,)`` or
 ``(n, L)`` tensors, ``n`` the fed slots): the dropout keep-threshold and scale of each model (so
 models of one group may drop at different rates; rate 0 keeps every value unchanged, exactly), and the
 recurrent-dropout ones. A model's masks depend only on its seed, its own step count, the layer and the
