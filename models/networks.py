@@ -20,7 +20,8 @@ import numpy as np
 
 from models.base import Forecaster
 from models.params import BiLSTMParams, CNNParams, GRUParams, LSTMParams, StackedLSTMParams
-from models.grouped import LayerSpec
+from models.grouped.layers import LayerSpec
+from models.grouped.settings import PENALTY_KEYS, TrainSettings
 
 #: Constructor keywords every network takes besides its schema's hyper-parameters (set by the engine).
 ENGINE_PARAMS: tuple[str, ...] = ("deterministic",)
@@ -59,27 +60,45 @@ class KerasForecaster(Forecaster):
     def _dropout(self) -> float:
         return float(self.p("dropout"))
 
-    def _dropout_spec(self) -> list[LayerSpec]:
+    def _dropout_spec(self, group: bool = False) -> list[LayerSpec]:
+        """The dropout layer after a body layer: none at rate 0; in the group's form (``group``) always
+        one, a rate-0 placeholder (each member's rate is its own, :meth:`train_settings`)."""
+        if group:
+            return [LayerSpec("dropout")]
         return [LayerSpec("dropout", rate=self._dropout())] if self._dropout() else []
 
-    def architecture(self) -> list[LayerSpec]:
+    def architecture(self, group: bool = False) -> list[LayerSpec]:
         """The network body, described once: both the single Keras model (:meth:`build`) and the grouped
-        model (:mod:`models.grouped`) are built from it, with the same weight layout."""
+        model (:mod:`models.grouped`) are built from it, with the same weight layout. ``group``: the form a
+        group shares, whatever the dropout rates (a placeholder dropout layer wherever this type has one)."""
         raise NotImplementedError
 
-    def full_architecture(self, horizon: int | None = None) -> list[LayerSpec]:
+    def full_architecture(self, horizon: int | None = None, group: bool = False) -> list[LayerSpec]:
         """:meth:`architecture` plus the dense output layer of ``horizon`` values."""
-        return self.architecture() + [LayerSpec("dense", units=int(horizon or self.horizon))]
+        return self.architecture(group) + [LayerSpec("dense", units=int(horizon or self.horizon))]
 
-    def grouped_unsupported(self) -> str | None:
-        """Why this configuration cannot train on the grouped path (``None``: it can)."""
+    # --- grouped training: what must be equal to share a group, and what each member sets -------
+    def group_architecture(self, horizon: int | None = None) -> list[LayerSpec]:
+        """The architecture a group of this model is built from (:func:`models.grouped.fit_group`): the
+        layer shapes, with dropout layers as placeholders (rates are per member)."""
+        return self.full_architecture(horizon, group=True)
+
+    def group_signature(self) -> tuple:
+        """What must be equal for trainings to share a group: the type, the group architecture (layer kinds,
+        shapes, activations), the horizon, the optimizer type and the batch size (one step's rows per
+        model). Every other hyper-parameter is a per-member value (:meth:`train_settings`)."""
+        return (self.type_name, tuple(self.group_architecture()), str(self.p("optimizer")), int(self.p("batch_size")))
+
+    def train_settings(self) -> TrainSettings:
+        """This model's training rule as a member of a group: the shared keys (batch size, optimizer) and its
+        own epochs, patience, learning rate, dropout and recurrent-dropout rates and L1/L2 coefficients
+        (0 for keys this type does not have)."""
         names = type(self.hparams).model_fields  # the type's own keys (a cnn has no recurrent ones)
-        if "recurrent_dropout" in names and float(self.p("recurrent_dropout")) > 0:
-            return "recurrent_dropout > 0"
-        for prefix in ("kernel", "bias", "recurrent", "activity"):
-            if f"{prefix}_l1" in names and (float(self.p(f"{prefix}_l1")) or float(self.p(f"{prefix}_l2"))):
-                return f"{prefix}_l1/{prefix}_l2 regularisation"
-        return None
+        own = {k: float(self.p(k)) for k in (*PENALTY_KEYS, "recurrent_dropout") if k in names}
+        return TrainSettings(epochs=int(self.p("epochs")), batch_size=int(self.p("batch_size")),
+                             patience=int(self.p("patience")), optimizer=str(self.p("optimizer")),
+                             learning_rate=float(self.p("learning_rate")), dropout=self._dropout(),
+                             **{"recurrent_dropout": 0.0, **own})
 
     def _keras_layer(self, spec: LayerSpec) -> Any:
         """The standard Keras layer of one spec (regularisers and recurrent dropout from the params)."""
@@ -245,9 +264,9 @@ class LSTMForecaster(KerasForecaster):
     type_name = "lstm"
     param_names = LSTMParams.parameter_names() + ENGINE_PARAMS
 
-    def architecture(self) -> list[LayerSpec]:
+    def architecture(self, group: bool = False) -> list[LayerSpec]:
         body = [LayerSpec("lstm", units=int(self.p("units")), activation=self._activation())]
-        return body + self._dropout_spec()
+        return body + self._dropout_spec(group)
 
 
 class StackedLSTMForecaster(KerasForecaster):
@@ -256,13 +275,13 @@ class StackedLSTMForecaster(KerasForecaster):
     type_name = "stacked_lstm"
     param_names = StackedLSTMParams.parameter_names() + ENGINE_PARAMS
 
-    def architecture(self) -> list[LayerSpec]:
+    def architecture(self, group: bool = False) -> list[LayerSpec]:
         n = int(self.p("layers"))  # the schema guarantees >= 2
         out: list[LayerSpec] = []
         for i in range(n):
             out.append(LayerSpec("lstm", units=int(self.p("units")), return_sequences=i < n - 1,
                                  activation=self._activation()))
-            out += self._dropout_spec()
+            out += self._dropout_spec(group)
         return out
 
 
@@ -276,14 +295,14 @@ class BiLSTMForecaster(KerasForecaster):
     type_name = "bilstm"
     param_names = BiLSTMParams.parameter_names() + ENGINE_PARAMS
 
-    def architecture(self) -> list[LayerSpec]:
+    def architecture(self, group: bool = False) -> list[LayerSpec]:
         w = int(self.p("units"))
         widths = (w, 2 * w, w)
         out: list[LayerSpec] = []
         for i, width in enumerate(widths):
             out.append(LayerSpec("bilstm", units=width, return_sequences=i < len(widths) - 1,
                                  activation=self._activation()))
-            out += self._dropout_spec()
+            out += self._dropout_spec(group)
         return out
 
 
@@ -293,13 +312,13 @@ class GRUForecaster(KerasForecaster):
     type_name = "gru"
     param_names = GRUParams.parameter_names() + ENGINE_PARAMS
 
-    def architecture(self) -> list[LayerSpec]:
+    def architecture(self, group: bool = False) -> list[LayerSpec]:
         n = int(self.p("layers"))
         out: list[LayerSpec] = []
         for i in range(n):
             out.append(LayerSpec("gru", units=int(self.p("units")), return_sequences=i < n - 1,
                                  activation=self._activation()))
-            out += self._dropout_spec()
+            out += self._dropout_spec(group)
         return out
 
 
@@ -312,7 +331,7 @@ class CNNForecaster(KerasForecaster):
     type_name = "cnn"
     param_names = CNNParams.parameter_names() + ENGINE_PARAMS
 
-    def architecture(self) -> list[LayerSpec]:
+    def architecture(self, group: bool = False) -> list[LayerSpec]:
         n = int(self.p("layers"))  # the schema allows 2 or 3
         act = str(self.p("activation"))  # the schema allows relu, leaky_relu, elu, linear
         out: list[LayerSpec] = []
@@ -321,5 +340,5 @@ class CNNForecaster(KerasForecaster):
                                  strides=int(self.p("strides")), activation=None if act == "leaky_relu" else act))
             if act == "leaky_relu":
                 out.append(LayerSpec("leaky_relu", rate=float(self.p("leaky_alpha"))))
-            out += self._dropout_spec()
+            out += self._dropout_spec(group)
         return out + [LayerSpec("flatten")]

@@ -172,25 +172,24 @@ def train_group(preps: list[PreparedFold], cache: dict | None = None) -> list[Fo
     """Train prepared cold-start folds of one architecture as one vectorised computation
     (:func:`models.grouped.fit_group`); returns each fold's output (:func:`finish`).
 
-    Each fold keeps its own rows, seed (initial weights, shuffling, dropout), epochs and early stopping;
-    its saved model is the single Keras model with its slice of the group weights. ``cache`` is a speed-up
-    only (compiled group trainers reused across calls in one process).
+    Each fold keeps its own rows, seed (initial weights, shuffling, dropout) and training settings (its
+    forecaster's ``train_settings()``: epochs, early stopping, learning rate, dropout rates, L1/L2
+    penalties); its saved model is the single Keras model with its slice of the group weights. The group
+    trains through the fewest slots its folds' configurations allow. ``cache`` is a speed-up only
+    (compiled group trainers reused across calls in one process).
     """
     from models.grouped import Member as GroupMember
-    from models.grouped import TrainSettings, fit_group
+    from models.grouped import fit_group
 
     _configure_backend(preps[0].task.deterministic)
-    fc = preps[0].model
     T, F = preps[0].X_fit.shape[1:]
-    specs = fc.full_architecture(preps[0].y_fit.shape[1])
-    settings = TrainSettings(epochs=int(fc.p("epochs")), batch_size=int(fc.p("batch_size")),
-                             patience=int(fc.p("patience")), optimizer=str(fc.p("optimizer")),
-                             learning_rate=float(fc.p("learning_rate")))
+    specs = preps[0].model.group_architecture(preps[0].y_fit.shape[1])
     f32 = lambda a: None if a is None else np.asarray(a, dtype="float32")  # noqa: E731
     members = [GroupMember(f32(p.X_fit), f32(p.y_fit).reshape(len(p.y_fit), -1), f32(p.X_val),
-                           None if p.y_val is None else f32(p.y_val).reshape(len(p.y_val), -1), seed=p.model.seed)
+                           None if p.y_val is None else f32(p.y_val).reshape(len(p.y_val), -1), seed=p.model.seed,
+                           settings=p.model.train_settings())
                for p in preps]
-    fits = fit_group(specs, members, settings, cache=cache, slots=preps[0].task.group_slots)
+    fits = fit_group(specs, members, cache=cache, slots=min(p.task.group_slots for p in preps))
     templates: dict = {}
     outs = []
     for p, fit in zip(preps, fits, strict=True):

@@ -65,20 +65,20 @@ def model_params(cfg: ModelConfig, features: FeaturesConfig, seed: int) -> dict[
 
 
 def group_key(task: Any) -> tuple | None:
-    """What lets fold tasks train in one group: the same network type, hyper-parameters (seed aside),
-    inputs and pooling. ``None``: the task trains in a chain (baselines, warm-started folds, per-fold
-    training, settings the grouped path lacks)."""
+    """What lets fold tasks train in one group: the forecaster's ``group_signature()`` (type, layer shapes,
+    optimizer type, batch size: what must be equal), the same inputs and pooling. Learning rate, epochs,
+    patience, dropout rates and L1/L2 coefficients may differ: each member trains with its own
+    (``train_settings()``). ``None``: the task trains in a chain (baselines, warm-started folds, per-fold
+    training)."""
     from models import get_forecaster_class
 
     if not task.grouped:
         return None
     klass = get_forecaster_class(task.model_cfg.type)
-    if task.warm or not hasattr(klass, "full_architecture"):
+    if task.warm or not hasattr(klass, "group_signature"):
         return None
     model = klass(**model_params(task.model_cfg, task.features, 0))
-    if model.grouped_unsupported() is not None:
-        return None
-    return (task.model_cfg.model_dump_json(), task.features.model_dump_json(), task.deterministic,
+    return (model.group_signature(), task.features.model_dump_json(), task.deterministic,
             task.pooled, len(task.universe) if task.pooled else 0)
 
 
@@ -86,7 +86,8 @@ def group_cap(model_cfg: ModelConfig, features: FeaturesConfig, wf: WalkForwardC
     """Models of this architecture training at once on the grouped path (the slots of a unit):
     ``group_size``, fewer where their estimated step activations (``batch_size`` rows each) would pass
     ``group_memory_mib`` (:func:`models.grouped.models_per_group`); 1 for models without a grouped form.
-    ``n_inputs``: input channels per time step (default: ``features.inputs``; pooled one-hot adds one per symbol)."""
+    ``n_inputs``: input channels per time step (default: ``features.inputs``; pooled one-hot adds one per symbol).
+    Models of different configurations that share a group train through the smallest of their caps."""
     from models import get_forecaster_class, make_forecaster
     from models.grouped import models_per_group
 
@@ -103,7 +104,7 @@ def groups(tasks: list[Any], size: int, at_least: int = 1) -> list[list[Any]]:
     """Tasks of one key in units of at most ``size`` (and at least ``at_least`` units, a multiple of it),
     dealt out in turn from the tasks sorted by training rows: each unit holds small and large folds alike
     (units of about equal cost, so workers end together); a unit's folds take its slots in that order
-    (see models/grouped.py: fit_group)."""
+    (see :func:`models.grouped.fit_group`)."""
     ordered = sorted(tasks, key=lambda t: (t.train_rows, t.k, t.seed, t.model_name))
     n = max(-(-len(ordered) // size), at_least)
     n = min(-(-n // at_least) * at_least, len(ordered))
@@ -134,7 +135,7 @@ def make_units(tasks: list[Any], complete: Any, weights_of: Any) -> list[Unit]:
         warm = weights_of(chain[j].warm_from) if chain[j].warm else None
         units.append(Unit("chain", chain[j:], warm, [not d for d in done[j:]]))
     for bucket in buckets.values():
-        for g in groups(bucket, QUEUE_SLOTS * bucket[0].group_slots, MIN_UNITS):
+        for g in groups(bucket, QUEUE_SLOTS * min(t.group_slots for t in bucket), MIN_UNITS):
             missing = [not complete(t) for t in g]
             if any(missing):
                 units.append(Unit("group", g, None, missing))

@@ -1,10 +1,12 @@
-"""The grouped trainer gives each model the training it would get alone (models/grouped.py).
+"""The grouped trainer gives each model the training it would get alone (models/grouped/).
 
 Reference: a standard single Keras model of the same architecture (``KerasForecaster.build``), given the
 same initial weights, trained with Keras' own Adam by ``train_on_batch`` on the same batch order (last
 partial batch included), with Keras' EarlyStopping rule applied by hand.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,15 +27,18 @@ def data(n: int, seed: int, T: int = 3, F: int = 2) -> tuple[np.ndarray, np.ndar
     return X, y
 
 
-def keras_reference(fc, X, y, weights, orders, batch, epochs, X_val=None, y_val=None, patience=0, cache=None):
+def keras_reference(fc, X, y, weights, orders, batch, epochs, X_val=None, y_val=None, patience=0, cache=None,
+                    lr=1e-2, keras_val=False):
     """Train one standard Keras model on the given batch order; returns (weights, per-epoch losses).
-    ``cache`` reuses one compiled model (weights set, Adam slots and step counter zeroed: a fresh start)."""
+    ``cache`` reuses one compiled model (weights set, Adam slots and step counter zeroed: a fresh start).
+    ``fc`` builds the model (its regularisers included); ``keras_val``: the validation loss is Keras' own
+    (``test_on_batch``: MSE plus the regularisation penalties, as ``fit``'s ``val_loss``)."""
     import keras
 
     model = (cache or {}).get("model")
     if model is None:
         model = fc.build(X.shape[1], X.shape[2], compile=False)
-        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", jit_compile=False)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="mse", jit_compile=False)
         if cache is not None:
             cache["model"] = model
     elif model.optimizer.built:
@@ -49,7 +54,8 @@ def keras_reference(fc, X, y, weights, orders, batch, epochs, X_val=None, y_val=
             total += float(model.train_on_batch(X[rows], y[rows])) * len(rows)
         losses.append(total / len(X))
         if X_val is not None and patience:
-            vl = float(np.mean((np.asarray(model(X_val)) - y_val) ** 2))
+            vl = (float(model.test_on_batch(X_val, y_val)) if keras_val
+                  else float(np.mean((np.asarray(model(X_val)) - y_val) ** 2)))
             if best_w is None:
                 best_w = model.get_weights()
             wait += 1
@@ -133,19 +139,21 @@ def test_dropout_keep_mask_rate_and_scaling() -> None:
     two models (two seeds), and of two steps of one model, differ."""
     import keras
 
-    from models.grouped import LayerSpec, _make_layers
+    from models.grouped import LayerSpec
+    from models.grouped.layers import keep_scale, keep_threshold, make_layers
 
-    layer = _make_layers()["dropout"](2, LayerSpec("dropout", rate=0.25), 1)
+    layer = make_layers()["dropout"](2, LayerSpec("dropout", rate=0.25), 1)
     x = np.ones((2, 64, 10, 8), "float32")
     seeds = np.array([[3, 1], [4, 1]], "int32")
-    y = np.asarray(keras.ops.convert_to_numpy(layer(x, training=True, seeds=seeds)))
+    rates = {"drop_threshold": np.full((2, 2), keep_threshold(0.25), "int32"), "drop_scale": np.full((2, 2), keep_scale(0.25), "float32")}
+    y = np.asarray(keras.ops.convert_to_numpy(layer(x, noise={"seeds": seeds, **rates})))
     assert set(np.unique(y)) <= {0.0, np.float32(1 / 0.75)}
     kept = (y > 0).mean(axis=(1, 2, 3))
     np.testing.assert_allclose(kept, 0.75, atol=0.02)
     assert (y[0] != y[1]).mean() > 0.2
-    y2 = np.asarray(keras.ops.convert_to_numpy(layer(x, training=True, seeds=np.array([[3, 2], [4, 1]], "int32"))))
+    y2 = np.asarray(keras.ops.convert_to_numpy(layer(x, noise={"seeds": np.array([[3, 2], [4, 1]], "int32"), **rates})))
     assert (y2[0] != y[0]).mean() > 0.2 and np.array_equal(y2[1], y[1])
-    np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(layer(x, training=False, seeds=seeds))), x)
+    np.testing.assert_array_equal(np.asarray(keras.ops.convert_to_numpy(layer(x, noise=None))), x)  # not training
 
 
 @pytest.mark.parametrize("static_slots", [8, 0], ids=["one-shape", "live-slots"])
@@ -153,10 +161,9 @@ def test_refilled_slots_train_each_model_as_alone(static_slots: int, monkeypatch
     """Five models through two slots (a finished model's slot is refilled with the next, fresh): each ends
     where it ends trained alone, early stopping at its own epoch included, and no slot idles while
     models wait; both when every slot is fed at every step (small groups) and when only the live ones are."""
-    from models import grouped
-    from models.grouped import GroupStats
+    from models.grouped import GroupStats, trainer
 
-    monkeypatch.setattr(grouped, "_STATIC_SLOTS", static_slots)
+    monkeypatch.setattr(trainer, "_STATIC_SLOTS", static_slots)
 
     fc = make_forecaster("gru", units=4, seed=0, horizon=1, dropout=0.0)
     specs = fc.full_architecture(1)
@@ -186,11 +193,11 @@ def test_live_slots_compute_only_their_models() -> None:
     each such model's output equals its output in the full group."""
     import keras
 
-    from models.grouped import _trainer
+    from models.grouped.trainer import _trainer
 
     fc = make_forecaster("bilstm", units=4, seed=0, horizon=1, dropout=0.0)
     specs = fc.full_architecture(1)
-    net, _ = _trainer(specs, 4, 3, 2, TrainSettings(), None)
+    net, _ = _trainer(specs, 4, 3, 2, "adam", None)
     rng = np.random.default_rng(5)
     for v in net.trainable_variables:
         v.assign(rng.normal(scale=0.5, size=v.shape).astype("float32"))
@@ -205,17 +212,17 @@ def test_live_slots_compute_only_their_models() -> None:
 def test_a_new_architecture_drops_the_other_trainers() -> None:
     """A worker's trainer cache keeps one architecture's compiled trainers at a time (bounded memory);
     trainers of the same architecture are reused."""
-    from models.grouped import _trainer
+    from models.grouped.trainer import _trainer
 
     cache: dict = {}
     lstm = make_forecaster("lstm", units=4, seed=0, horizon=1).full_architecture(1)
     gru = make_forecaster("gru", units=4, seed=0, horizon=1).full_architecture(1)
     cache[("lstm", 3, 2)] = "a single-model trainer"  # not a group trainer: left alone
-    a, _ = _trainer(lstm, 2, 3, 2, TrainSettings(), cache)
-    _trainer(lstm, 3, 3, 2, TrainSettings(), cache)
-    assert _trainer(lstm, 2, 3, 2, TrainSettings(), cache)[0] is a
+    a, _ = _trainer(lstm, 2, 3, 2, "adam", cache)
+    _trainer(lstm, 3, 3, 2, "adam", cache)
+    assert _trainer(lstm, 2, 3, 2, "adam", cache)[0] is a
     assert len([k for k in cache if k[0] == "group"]) == 2
-    _trainer(gru, 2, 3, 2, TrainSettings(), cache)
+    _trainer(gru, 2, 3, 2, "adam", cache)
     groups = [k for k in cache if k[0] == "group"]
     assert len(groups) == 1 and groups[0][1] == tuple(gru)
     assert ("lstm", 3, 2) in cache
@@ -224,7 +231,7 @@ def test_a_new_architecture_drops_the_other_trainers() -> None:
 def test_small_groups_feed_one_shape_large_groups_their_live_slots(monkeypatch: pytest.MonkeyPatch) -> None:
     """A group of at most ``_STATIC_SLOTS`` slots feeds every slot at every step (one input shape); a larger
     one feeds only its live slots once models finish at different epochs."""
-    from models import grouped
+    from models.grouped import trainer as grouped
 
     monkeypatch.setattr(grouped, "_STATIC_SLOTS", 2)
     specs = make_forecaster("lstm", units=4, seed=0, horizon=1).full_architecture(1)
@@ -237,7 +244,7 @@ def test_small_groups_feed_one_shape_large_groups_their_live_slots(monkeypatch: 
     fed: dict[int, list[int]] = {}
     for slots in (2, 3):
         cache: dict = {}
-        net, _ = grouped._trainer(specs, slots, 3, 2, st, cache)
+        net, _ = grouped._trainer(specs, slots, 3, 2, st.optimizer, cache)
         train = net.train_on_batch
 
         def spy(x, *a, _slots=slots, _train=train, **k):
@@ -249,3 +256,155 @@ def test_small_groups_feed_one_shape_large_groups_their_live_slots(monkeypatch: 
         assert len({len(f.history) for f in fits}) > 1  # the models finished at different epochs
     assert set(fed[2]) == {2}
     assert set(fed[3]) > {3} and min(fed[3]) < 3
+
+
+# --- per-member values inside a group (issue 21 item 1) ----------------------------------------------------
+#: (type, [per-member keyword overrides]) -- each group mixes members with and without the key, so a
+#: member's penalty, rate or rule is checked not to reach the others.
+PER_MEMBER = {
+    "lr-epochs-patience": ("lstm", [dict(learning_rate=1e-2, epochs=4, patience=1),
+                                    dict(learning_rate=3e-3, epochs=3, patience=0),
+                                    dict(learning_rate=2e-2, epochs=4, patience=2)]),
+    "bias-l2": ("lstm", [dict(bias_l2=0.05), dict(), dict(bias_l1=0.02, kernel_l2=0.01)]),
+    "gru-kernel-recurrent": ("gru", [dict(kernel_l1=0.01), dict(recurrent_l2=0.05, learning_rate=5e-3), dict()]),
+    "cnn-activity-bias": ("cnn", [dict(activity_l1=0.01), dict(bias_l1=0.05, activity_l2=0.02), dict()]),
+    "bilstm-activity-kernel": ("bilstm", [dict(activity_l2=0.02, kernel_l1=0.005), dict()]),
+}
+
+
+@pytest.mark.parametrize("case", list(PER_MEMBER))
+def test_members_with_their_own_settings_equal_their_alone_keras_trainings(case: str) -> None:
+    """Members of one group with different learning rates, epochs, patience and L1/L2 coefficients (kernel,
+    recurrent, bias, activity): each ends where a standard Keras model of its own configuration ends (its
+    regularisers in the loss, Keras' ``val_loss`` with penalties for early stopping), loss history included;
+    a member without a penalty trains as if no other member had one."""
+    model_type, overrides = PER_MEMBER[case]
+    base = dict(tiny(model_type), seed=0, horizon=1, dropout=0.0, epochs=3, patience=1, learning_rate=1e-2,
+                batch_size=16)
+    members, refs = [], []
+    for g, extra in enumerate(overrides):
+        fc = make_forecaster(model_type, **{**base, **extra})
+        st = fc.train_settings()
+        specs = fc.group_architecture(1)
+        n = (37, 50, 29)[g]
+        X, y = data(n, g)
+        Xv, yv = data(11, 60 + g)
+        yv = -yv if g == 0 else yv  # member 0's validation worsens: it may stop early
+        w0 = initial_weights(specs, 3, 2, seed=g)
+        rng = np.random.default_rng(100 + g)
+        orders = [rng.permutation(n) for _ in range(st.epochs)]
+        members.append(Member(X, y, Xv, yv, seed=g, weights=w0, orders=orders, settings=st))
+        refs.append(keras_reference(fc, X, y, w0, orders, st.batch_size, st.epochs, Xv, yv, st.patience,
+                                    lr=st.learning_rate, keras_val=True))
+    fits = fit_group(specs, members)
+    for fit, (w_ref, loss_ref) in zip(fits, refs):
+        assert len(fit.history) == len(loss_ref)
+        np.testing.assert_allclose([h["loss"] for h in fit.history], loss_ref, rtol=1e-4)
+        for a, b in zip(fit.weights, w_ref):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    if case == "lr-epochs-patience":
+        assert sorted(len(f.history) for f in fits) != [4, 4, 4]  # the rules differed, and were each kept
+
+
+@pytest.mark.parametrize("model_type", ["stacked_lstm", "gru", "bilstm"])
+def test_dropout_and_recurrent_dropout_rates_per_member(model_type: str) -> None:
+    """Members of one group with their own dropout and recurrent-dropout rates (0 included) each end where
+    they end trained alone; a member at rate 0 in a group that drops ends where a standard Keras model
+    without dropout ends (its masks keep everything); recurrent dropout changes the training."""
+    rates = [(0.3, 0.2), (0.0, 0.0), (0.1, 0.4)]
+    fcs = [make_forecaster(model_type, units=4, seed=0, horizon=1, dropout=d, recurrent_dropout=r, epochs=2,
+                           patience=0, learning_rate=1e-2, batch_size=8) for d, r in rates]
+    specs = fcs[0].group_architecture(1)
+    assert all(fc.group_signature() == fcs[0].group_signature() for fc in fcs)  # one group
+    members = []
+    for g, fc in enumerate(fcs):
+        X, y = data((30, 41, 25)[g], g)
+        w0 = initial_weights(specs, 3, 2, seed=g)
+        rng = np.random.default_rng(g)
+        members.append(Member(X, y, seed=10 + g, weights=w0, orders=[rng.permutation(len(X)) for _ in range(2)],
+                              settings=fc.train_settings()))
+    group = fit_group(specs, members)
+    for m, fit in zip(members, group):
+        alone = fit_group(specs, [m])[0]
+        for a, b in zip(alone.weights, fit.weights):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    w_ref, _ = keras_reference(fcs[1], members[1].X, members[1].y, members[1].weights, members[1].orders, 8, 2)
+    for a, b in zip(group[1].weights, w_ref):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    no_rec = fit_group(specs, [replace(members[2], settings=replace(members[2].settings, recurrent_dropout=0.0))])[0]
+    assert not np.allclose(no_rec.weights[0], group[2].weights[0])
+
+
+def test_group_shares_batch_size_and_optimizer() -> None:
+    from models.grouped import TrainSettings as TS
+
+    specs = make_forecaster("lstm", units=4, seed=0, horizon=1).full_architecture(1)
+    X, y = data(20, 0)
+    with pytest.raises(ValueError, match="shares its batch_size"):
+        fit_group(specs, [Member(X, y, settings=TS(batch_size=8)), Member(X, y, settings=TS(batch_size=16))])
+
+
+def _other_value(field, value):
+    """A valid value of a schema field other than ``value`` (for the signature/settings contract)."""
+    import typing
+
+    choices = typing.get_args(field.annotation)
+    if choices:
+        return next(c for c in choices if c != value)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    return value + 0.1 if value < 0.5 else value / 2
+
+
+@pytest.mark.parametrize("model_type", NETWORKS)
+def test_every_hyper_parameter_is_in_the_group_signature_or_the_member_settings(model_type: str) -> None:
+    """Each key of a network's schema either splits groups (``group_signature``) or is a member's own value
+    (``train_settings``): none is silently dropped when trainings share a group. Per-member: learning rate,
+    epochs, patience, dropout rates and L1/L2 coefficients; shared: shapes, activations, optimizer, batch."""
+    from models.params import PARAMS_BY_TYPE
+
+    schema = PARAMS_BY_TYPE[model_type]
+    active = {"activation": "leaky_relu"} if model_type == "cnn" else {}  # leaky_alpha is read only then
+    base = make_forecaster(model_type, seed=0, horizon=1, **active)
+    member_keys = {"learning_rate", "epochs", "patience", "dropout", "recurrent_dropout", "kernel_l1", "kernel_l2",
+                   "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2", "activity_l1", "activity_l2"}
+    for key in schema.parameter_names():
+        other = make_forecaster(model_type, seed=0, horizon=1, **{
+            **active, key: _other_value(schema.model_fields[key], getattr(base.hparams, key))})
+        same_group = other.group_signature() == base.group_signature()
+        assert same_group == (key in member_keys), key
+        if same_group:
+            assert other.train_settings() != base.train_settings(), key
+
+
+def test_engine_groups_configs_that_differ_only_in_member_values(btc, tmp_path) -> None:
+    """Through the engine (``group_key`` -> ``train_group``): configurations of one architecture that differ
+    in learning rate, epochs, patience, dropout and L1/L2 share one group key (and train mixed in its
+    units), a different batch size does not, and a regularised model's folds train in that company as they
+    train in a run of their own (same epochs, losses within float rounding: batched kernels round by shape)."""
+    import pandas as pd
+
+    import backtest.folds.units as units_mod
+    from backtest.folds.plan import plan_run
+    from backtest.run import run_forecasts
+    from tests.test_walkforward import as_data, tiny_cfg
+
+    bars = btc.iloc[:360]  # 4 folds of 40 bars from bar 200
+    net = {"type": "lstm", "units": 4, "epochs": 3, "patience": 1, "batch_size": 32}
+    models = {"plain": net, "reg": {**net, "learning_rate": 3e-3, "bias_l2": 0.05, "dropout": 0.2},
+              "reg2": {**net, "kernel_l1": 0.01, "activity_l2": 0.01, "epochs": 2, "patience": 2}}
+    wf = {"training": "grouped", "workers": 1}
+    tasks = plan_run(tiny_cfg({**models, "wide": {**net, "batch_size": 16}}, walkforward=wf), {"BTC/USDT": bars}).tasks
+    keys = {t.model_name: units_mod.group_key(t) for t in tasks}
+    assert keys["plain"] == keys["reg"] == keys["reg2"] != keys["wide"]
+    units = units_mod.make_units(tasks, lambda t: False, None)
+    assert any({"plain", "reg", "reg2"} <= {t.model_name for t in u.tasks} for u in units if u.kind == "group")
+    run_forecasts(tiny_cfg(models, walkforward=wf), tmp_path / "a", data=as_data(bars))
+    run_forecasts(tiny_cfg({"reg": models["reg"]}, walkforward=wf), tmp_path / "b", data=as_data(bars))
+    for k in range(4):
+        together, alone = (pd.read_csv(tmp_path / d / "t" / "folds" / "reg" / str(k) / "seed-0" / "history.csv")
+                           for d in ("a", "b"))
+        assert list(together["epoch"]) == list(alone["epoch"])
+        np.testing.assert_allclose(together[["loss", "val_loss"]], alone[["loss", "val_loss"]], rtol=1e-4)
