@@ -63,7 +63,7 @@ def test_a_fill_due_on_a_synthetic_bar_fills_at_the_next_real_open(emu, source, 
                                 repair="ffill", max_repair_fraction=0.05)
     assert list(repaired.index[report.synthetic.to_numpy()]) == [source.index[GAP]]
     fr, ev = _compare(trader, cfg, repaired, n, tmp_path / "runs", forecast_rtol=1e-5, synthetic=report.synthetic)
-    assert ev.simulation.fills_moved == len(first_buys)
+    assert ev.simulations[cfg.data.symbol].fills_moved == ev.metrics.run.fills_moved == len(first_buys)
 
     # paper report: the same simulation from the ledger alone, the moved fills counted and marked
     with Ledger.open(trader.paths.ledger, create=False) as ledger:
