@@ -74,6 +74,18 @@ def _data_key(cfg: Config) -> str:
     return cfg.data.model_dump_json()
 
 
+def sweep_tasks(cfgs: list[Config], plans: dict[str, Any]) -> dict[str, list[Any]]:
+    """Every fold task of the sweep, by data set: each grid point's plan with its folders (and warm-start
+    sources) moved under its run directory ``<run.name>/``, relative to the sweep's ``out``."""
+    by_data: dict[str, list[Any]] = {}
+    for c in cfgs:
+        for t in plans[c.run.name].tasks:
+            by_data.setdefault(_data_key(c), []).append(replace(
+                t, folder=f"{c.run.name}/{t.folder}",
+                warm_from=None if t.warm_from is None else f"{c.run.name}/{t.warm_from}"))
+    return by_data
+
+
 def forecast_grid(cfgs: list[Config], out: Path, data: dict[str, Any], plans: dict[str, Any], *,
                   progress: bool = False) -> int:
     """Train every fold of every grid point: one :func:`execute` call per distinct data set, into one fold store
@@ -86,15 +98,11 @@ def forecast_grid(cfgs: list[Config], out: Path, data: dict[str, Any], plans: di
     from backtest.rundir import check_or_claim, forecast_fingerprint
 
     wf, first = cfgs[0].walkforward, cfgs[0]
-    by_data: dict[str, list[Any]] = {}
     for c in cfgs:
         run_dir = out / c.run.name
         check_or_claim(run_dir, forecast_fingerprint(c, data[_data_key(c)].sha256))
         write_text(run_dir / "config.toml", c.to_toml())
-        for t in plans[c.run.name].tasks:
-            by_data.setdefault(_data_key(c), []).append(replace(
-                t, folder=f"{c.run.name}/{t.folder}",
-                warm_from=None if t.warm_from is None else f"{c.run.name}/{t.warm_from}"))
+    by_data = sweep_tasks(cfgs, plans)
     total = sum(len(v) for v in by_data.values())
     bar = _bar(total, progress)
     store = FoldStore(out)
@@ -221,4 +229,4 @@ def write_sweep(run_dirs: list[Path], labels: list[str], values: list[dict[str, 
 
 
 __all__ = ["SWEEP_FOLDER", "evaluate_point", "forecast_grid", "grid_configs", "parse_grid", "point_label",
-           "run_sweep", "write_sweep"]
+           "run_sweep", "sweep_tasks", "write_sweep"]

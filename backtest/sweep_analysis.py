@@ -315,7 +315,7 @@ def verdict(spa_p: Any, spa_f: Any, pbo: Any, selection: SelectionRecord | None,
     if selection is not None and selection.sharpe_mean is not None:
         v = selection.verdict
         parts.append(f"Tuning walk-forward and trading the choice: Sharpe {selection.sharpe_mean:.2f}"
-                     + (f" (vs buy & hold: {v.short()}, p = {_p(v.p_value)})" if v is not None else "") + ".")
+                     + (f" (vs buy & hold: {v.short()})" if v is not None else "") + ".")
     return SweepVerdict(portfolio=port, forecast=fore, text=" ".join(parts))
 
 

@@ -153,7 +153,7 @@ def render_sweep_report(m: SweepMetrics, figs: dict[str, bytes], *, title: str) 
     info = (f'<dl class="run"><dt>market</dt><dd>{esc(s.symbol)} {esc(s.timeframe)}</dd><dt>grid</dt><dd>{esc(grid)}</dd>'
             f"<dt>seeds</dt><dd>{esc(s.seeds)}</dd><dt>test span</dt><dd>{esc(s.first_test_bar[:10])} .. "
             f"{esc(s.last_test_bar[:10])} ({s.test_bars} bars, {s.blocks} walk-forward blocks)</dd>"
-            f"<dt>trainings</dt><dd>{s.trainings:,} (planned together, one executor call)</dd>"
+            f"<dt>network trainings</dt><dd>{s.trainings:,} (grid points × seeds × folds, planned together, one executor call)</dd>"
             f"<dt>portfolio strategy</dt><dd>{esc(s.strategy or 'none')}</dd></dl>")
     body = [f"<h1>{esc(title)}</h1>", "<h2>Verdict</h2>",
             f'<p id="verdict" class="{"good" if ok else ""}">{esc(m.verdict.text)}</p>',
