@@ -28,17 +28,29 @@ SWEEP_FOLDER = "sweep"
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
-    """``["models.lstm.dropout=0.0,0.2"]`` -> ``[("models.lstm.dropout", ["0.0", "0.2"])]``."""
+    """``["models.lstm.dropout=0.0,0.2"]`` -> ``[("models.lstm.dropout", ["0.0", "0.2"])]``.
+
+    Keys that vary together: ``"models.lstm.bias_l1,models.lstm.bias_l2=0:0,0.001:0,0:0.01"`` (keys joined by
+    commas, each value a colon-joined tuple) is one axis of three points, not a product."""
     out = []
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--grid {item!r}: expected section.key=V1,V2")
+            raise ConfigError(f"--grid {item!r}: expected section.key=V1,V2 or key1,key2=A1:B1,A2:B2")
         key, values = item.split("=", 1)
         vals = [v.strip() for v in values.split(",") if v.strip()]
         if not vals:
             raise ConfigError(f"--grid {item!r}: no values")
-        out.append((key.strip(), vals))
+        n = len(key.split(","))
+        if n > 1 and any(len(v.split(":")) != n for v in vals):
+            raise ConfigError(f"--grid {item!r}: {n} keys vary together, so each value needs {n} parts joined by ':'")
+        out.append((",".join(k.strip() for k in key.split(",")), vals))
     return out
+
+
+def _sets(key: str, value: str) -> list[tuple[str, str]]:
+    """One axis value as (key, value) pairs (several for keys that vary together)."""
+    keys = key.split(",")
+    return list(zip(keys, value.split(":") if len(keys) > 1 else [value], strict=True))
 
 
 def point_label(point: tuple[tuple[str, str], ...]) -> str:
@@ -55,7 +67,8 @@ def grid_configs(config: str | Path, grid: list[str], seeds: int | None,
         raise ConfigError("--seeds must be >= 1")
     base = apply_overrides(read_toml(config), overrides)
     axes = parse_grid(grid)
-    points = list(itertools.product(*[[(k, v) for v in vals] for k, vals in axes])) or [()]
+    points = [tuple(kv for pair in combo for kv in pair)
+              for combo in itertools.product(*[[_sets(k, v) for v in vals] for k, vals in axes])] or [()]
     name = base.get("run", {}).get("name", "sweep")
     cfgs, labels, values = [], [], []
     for point in points:

@@ -179,3 +179,16 @@ def test_grid_points_with_one_architecture_share_grouped_units() -> None:
                                                   lambda t: False, None) if u.kind == "group"]
     assert sum(len(u.tasks) for u in together) == len(nets) == 2 * 2 * 7
     assert len(together) < len(apart)  # planned together: fewer, fuller units than grid point by grid point
+
+
+def test_grid_keys_that_vary_together(tmp_path: Path) -> None:
+    from backtest.errors import ConfigError
+    from backtest.sweep import grid_configs, parse_grid
+
+    conf = tmp_path / "g.toml"
+    conf.write_text(TINY.replace('[models.linear]\ntype = "linear"\n', '[models.lstm]\ntype = "lstm"\nunits = 4\n'))
+    cfgs, labels, values, _ = grid_configs(conf, ["models.lstm.bias_l1,models.lstm.bias_l2=0:0,0.01:0,0:0.001"], None, [])
+    assert [(c.models["lstm"].bias_l1, c.models["lstm"].bias_l2) for c in cfgs] == [(0, 0), (0.01, 0), (0, 0.001)]
+    assert labels[1] == "lstm.bias_l1=0.01__lstm.bias_l2=0"
+    with pytest.raises(ConfigError, match="2 parts"):
+        parse_grid(["models.lstm.bias_l1,models.lstm.bias_l2=0:0,0.01"])
