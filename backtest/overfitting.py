@@ -31,10 +31,10 @@ from backtest.errors import ConfigError
 class PBOResult:
     """CSCV over ``n_splits`` = C(S, S/2) splits of ``n_blocks`` = S row blocks of ``n_obs`` rows.
 
-    ``pbo``: share of splits whose in-sample best candidate ranks at or below the median out of sample
+    ``pbo``: share of splits (those where some candidate has a defined in-sample Sharpe) whose in-sample best candidate ranks at or below the median out of sample
     (logit <= 0). ``logits``: ln(w / (1 - w)) per split, w = the in-sample best's out-of-sample rank / (N + 1).
     ``is_perf`` / ``oos_perf``: that candidate's in-sample and out-of-sample performance per split (per-bar
-    Sharpe ratio, mean / std, not annualised). ``slope``: least-squares slope of oos on is (degradation);
+    Sharpe ratio, mean / std, not annualised; None where undefined, e.g. a portfolio flat all half long). ``slope``: least-squares slope of oos on is (degradation);
     ``prob_oos_loss``: share of splits where the in-sample best has a negative out-of-sample performance."""
 
     pbo: float | None
@@ -42,9 +42,9 @@ class PBOResult:
     n_splits: int
     n_candidates: int
     n_obs: int
-    logits: list[float] = field(default_factory=list)
-    is_perf: list[float] = field(default_factory=list)
-    oos_perf: list[float] = field(default_factory=list)
+    logits: list[float | None] = field(default_factory=list)
+    is_perf: list[float | None] = field(default_factory=list)
+    oos_perf: list[float | None] = field(default_factory=list)
     slope: float | None = None
     prob_oos_loss: float | None = None
     note: str | None = None
@@ -99,10 +99,17 @@ def pbo_cscv(returns: pd.DataFrame | np.ndarray, n_blocks: int = 16, max_splits:
     x, y = is_sr[rows, best], oos_sr[rows, best]
     ok = np.isfinite(x) & np.isfinite(y)
     slope = float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() > 2 and np.ptp(x[ok]) > 0 else None
+    chosen = np.isfinite(x)  # a split where no candidate has a defined in-sample Sharpe chooses nothing
+    note = None if chosen.all() else (f"{int((~chosen).sum())} of {len(combos)} splits left out: no candidate has a "
+                                      "defined in-sample Sharpe ratio there (flat or constant returns)")
+
+    def opt(v: np.ndarray) -> list[float | None]:
+        return [float(a) if np.isfinite(a) else None for a in v]
+
     return PBOResult(
-        pbo=float(np.mean(logits <= 0)), n_blocks=n_blocks, n_splits=len(combos), n_candidates=N,
-        n_obs=int(m.shape[0]), logits=[float(v) for v in logits], is_perf=[float(v) for v in x],
-        oos_perf=[float(v) for v in y], slope=slope, prob_oos_loss=float(np.mean(y[ok] < 0)) if ok.any() else None)
+        pbo=float(np.mean(logits[chosen] <= 0)) if chosen.any() else None, n_blocks=n_blocks, n_splits=len(combos),
+        n_candidates=N, n_obs=int(m.shape[0]), logits=opt(np.where(chosen, logits, np.nan)), is_perf=opt(x),
+        oos_perf=opt(y), slope=slope, prob_oos_loss=float(np.mean(y[ok] < 0)) if ok.any() else None, note=note)
 
 
 @dataclass

@@ -127,7 +127,8 @@ def pbo_logits(m: SweepMetrics) -> Figure:
         return _message(p.note if p is not None and p.note else "PBO not computed", "PBO")
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.subplots()
-    lg = np.asarray(p.logits)
+    lg = np.asarray(p.logits, dtype=float)
+    lg = lg[np.isfinite(lg)]
     bins = np.linspace(lg.min() - 1e-9, lg.max() + 1e-9, 31)
     ax.hist(lg[lg > 0], bins=bins, color="tab:blue", alpha=0.8, label="in-sample best above the median OOS")
     ax.hist(lg[lg <= 0], bins=bins, color="tab:red", alpha=0.8, label="at or below the median OOS")

@@ -1,6 +1,8 @@
 """Overfitting diagnostics (backtest/overfitting.py) on cases with known answers."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -60,3 +62,14 @@ def test_mcs_keeps_the_best_and_drops_the_clearly_worse() -> None:
     r = model_confidence_set(losses, size=0.1, reps=300)
     assert "d" not in r.members and set(r.members) <= {"a", "b", "c"} and r.members
     assert set(r.pvalues) == set("abcd")
+
+
+def test_pbo_with_flat_candidates_leaves_undefined_splits_out_and_round_trips() -> None:
+    from backtest.overfitting import PBOResult
+    from backtest.schema import build
+
+    m = _noise(T=400, N=3)
+    m.iloc[:200, :] = 0.0  # every candidate flat in the first half: splits with that half in sample choose nothing
+    r = pbo_cscv(m, n_blocks=4)
+    assert r.note and "left out" in r.note and None in r.is_perf and r.pbo is not None
+    assert build(PBOResult, dataclasses.asdict(r)) == r  # the sweep's metrics.json reads it back
