@@ -169,10 +169,13 @@ def main() -> None:
     for arm in ("b", "c"):
         if arm in results and results[arm].get("selection"):
             r, s = results[arm], results[arm]["selection"]
-            print(f"{label[arm]}: selection ({s['criterion']}) Sharpe {s['sharpe_mean']}, {s['switches']} switches, "
+            def f(v: float | None, d: int = 2) -> str:
+                return "n/a" if v is None else f"{v:.{d}f}"
+
+            print(f"{label[arm]}: selection ({s['criterion']}) Sharpe {f(s['sharpe_mean'])}, {s['switches']} switches, "
                   f"chosen {s['chosen']}; hindsight best {s['hindsight_best']} (not tradeable) Sharpe "
-                  f"{s['hindsight_sharpe_mean']}; PBO {r['pbo']}; SPA p (portfolio) {r['spa_p_portfolio']}, "
-                  f"(forecast) {r['spa_p_forecast']}")
+                  f"{f(s['hindsight_sharpe_mean'])}; PBO {f(r['pbo'])}; SPA p (portfolio) {f(r['spa_p_portfolio'], 3)}, "
+                  f"(forecast) {f(r['spa_p_forecast'], 3)}")
     (HERE / ("sweep_results_quick.json" if a.quick else "sweep_results.json")).write_text(
         json.dumps(results, indent=2) + "\n")
 
