@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install browser bench bench-quick clean
+.PHONY: run test install browser bench bench-quick bench-sweep clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "walkforward needs Python 3.11 ($(PYTHON) not found; set PYTHON=...)"; exit 2; }
@@ -36,6 +36,11 @@ test: $(STAMP) browser
 # figures in bench/results.json. `make bench-quick`: the first 8 folds (a smoke run, not the figures).
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python bench/walkforward.py
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python bench/sweep_study.py
+
+# Issue 21's sweep study alone (arms a, b, c; README "Model selection"); `--quick` for a smoke run.
+bench-sweep: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python bench/sweep_study.py
 
 bench-quick: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python bench/walkforward.py --quick

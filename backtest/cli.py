@@ -131,8 +131,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from backtest.sweep import run_sweep
 
     path = run_sweep(args.config, args.grid or [], seeds=args.seeds, out=Path(args.out), overrides=_overrides(args),
-                     progress=not args.no_progress)
-    print(f"comparison report: {path}")
+                     progress=not args.no_progress, select=args.select, pbo_blocks=args.pbo_blocks, reps=args.reps)
+    print(f"comparison report: {Path(args.out) / 'compare' / 'compare.html'}")
+    if path.name == "report.html":
+        from backtest.sweep_schema import SweepMetrics
+
+        print(SweepMetrics.read(path.parent / "metrics.json").verdict.text)
+        print(f"sweep report: {path}")
     return 0
 
 
@@ -236,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--grid", action="append", metavar="SECTION.KEY=V1,V2", help="values to try for a key (repeatable)")
     sweep.add_argument("--seeds", type=int, default=None, help="run each grid point with seeds 0..N-1")
     sweep.add_argument("--out", default="runs/sweep", help="output folder (default: runs/sweep)")
+    sweep.add_argument("--select", default="mse", metavar="CRITERION[:LOOKBACK[:MIN_HISTORY]]",
+                       help="walk-forward selection: mse or sharpe over the last LOOKBACK test blocks (0 = all "
+                            "earlier blocks), after MIN_HISTORY blocks (default: mse = mse:0:1)")
+    sweep.add_argument("--pbo-blocks", type=int, default=16, metavar="S",
+                       help="blocks of the CSCV for the probability of backtest overfitting (even; default 16)")
+    sweep.add_argument("--reps", type=int, default=1000, help="bootstrap replications of SPA, reality check and MCS")
     sweep.set_defaults(func=cmd_sweep)
 
     pred = sub.add_parser("predict", help="forecast the bar after the data's last closed bar with a run's newest model")
