@@ -30,7 +30,7 @@ import pandas as pd
 
 from backtest.config import RayConfig
 from backtest.errors import ConfigError
-from backtest.folds.units import Unit
+from backtest.folds.units import Unit, needs_tensorflow
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)  # the folder holding backtest/, models/, ...
 
