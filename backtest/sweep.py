@@ -182,27 +182,11 @@ def _bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
 
 
 def evaluate_point(cfg: Config, out: Path, data: Any) -> Path:
-    """Finish one grid point's run directory with the normal pipeline's pieces (its folds are in the store)."""
-    from backtest.pipeline import write_evaluation
-    from backtest.run import run_forecasts
+    """Finish one grid point's run directory with the normal pipeline (its folds are in the store, so
+    :func:`backtest.pipeline.run_all` reads them back: ``predictions.csv``, ``metrics.json``, report)."""
+    from backtest.pipeline import run_all
 
-    fr = run_forecasts(cfg, out, data=data)
-    if not fr.universe:
-        from backtest.evaluate import evaluate
-        from reports.html import write_report
-
-        sym = data.symbols[0]
-        ev = evaluate(cfg, fr.predictions, data.bars[sym], data.timeframe, synthetic=data.synthetic[sym])
-        write_evaluation(fr.run_dir, ev)
-        write_report(fr.run_dir, ev.metrics, fr.predictions, fr.history, ev.equity)
-    else:
-        from backtest.universe.evaluate import evaluate_universe
-        from reports.universe import write_universe_report
-
-        ev = evaluate_universe(cfg, fr.predictions, data.bars, data.timeframe, synthetic=data.synthetic)
-        write_evaluation(fr.run_dir, ev)
-        write_universe_report(fr.run_dir, ev.metrics, fr.predictions, ev.equity)
-    return fr.run_dir
+    return run_all(cfg, out, data=data).run_dir
 
 
 def run_sweep(config: str | Path, grid: list[str], *, seeds: int | None, out: Path, overrides: list[str],

@@ -227,7 +227,9 @@ def analyse(points: list[PointRun], bars: pd.DataFrame, timeframe: str, criterio
                                     switches=switches)
         if strategy is not None:
             scfg = selection_config(base, cands[0], strategy)
-            sel_eval = evaluate(scfg, sel_preds.drop(columns="chosen"), bars, timeframe, synthetic=synthetic)
+            sym = scfg.data.symbol
+            sel_eval = evaluate(scfg, sel_preds.drop(columns="chosen"), {sym: bars}, timeframe,
+                                synthetic=None if synthetic is None else {sym: synthetic})
             m = sel_eval.metrics
             ports = [r for r in m.portfolios.values() if r.model == "selected" and r.strategy == strategy]
             selection.sharpe_mean = _mean([r.portfolio.sharpe for r in ports])

@@ -104,12 +104,13 @@ def test_sweep_over_a_quoted_model_key_names_its_runs_safely(tmp_path: Path, mon
 
     ran = []
 
-    def fake_run_all(cfg, out, progress=False):  # type: ignore[no-untyped-def]
+    def fake_run_all(cfg, out, progress=False, data=None):  # type: ignore[no-untyped-def]
         ran.append(cfg)
         return types.SimpleNamespace(run_dir=out / cfg.run.name)
 
     monkeypatch.setattr("backtest.pipeline.run_all", fake_run_all)
     monkeypatch.setattr("reports.compare.compare_runs", lambda dirs, out: out / "compare.html")
+    monkeypatch.setattr("backtest.sweep.write_sweep", lambda *a, **k: tmp_path / "sw" / "sweep" / "report.html")
     conf = tmp_path / "s.toml"
     conf.write_text('[models."my.lin"]\ntype = "linear"\n[run]\nname = "q"\n')
     run_sweep(conf, ['models."my.lin".alpha=0.1,100'], seeds=None, out=tmp_path / "sw", overrides=[])

@@ -34,7 +34,7 @@ def make_backtest_run(out: Path) -> Path:
     cfg = parse_config(raw, "backtest config")
     fr = run_forecasts(cfg, out)
     sym = fr.data.symbols[0]
-    ev = evaluate(cfg, fr.predictions, fr.data.bars[sym], fr.data.timeframe, synthetic=fr.data.synthetic[sym])
+    ev = evaluate(cfg, fr.predictions, fr.data.bars, fr.data.timeframe, synthetic=fr.data.synthetic)
     write_evaluation(fr.run_dir, ev)
     return fr.run_dir
 

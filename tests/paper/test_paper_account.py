@@ -101,7 +101,7 @@ def test_status_and_report_from_the_ledger(emu, source, tmp_path, monkeypatch, c
     report = tmp_path / "out" / "paper.html"
     assert main(["paper", "report", str(config), "--out", str(report)]) == 0
     page = report.read_text()
-    assert "Paper account" in page and "Summary: every portfolio against buy &amp; hold" in page
+    assert "Paper account" in page and "Summary: every portfolio of BTC/USDT against buy &amp; hold" in page
     assert "0.00e+00 (largest relative difference" in page  # the ledger agrees with vectorbt exactly
     assert page.count("data:image/png;base64,") >= 4 and "http://" not in page and "https://" not in page
 

@@ -38,7 +38,7 @@ def test_per_symbol_runs_are_each_symbols_own_walk_forward(data, tmp_path: Path)
         assert fr.plan.folds[sym] == plan_folds(len(bars), first, cfg.walkforward, cfg.features.horizon)
         mine = preds[preds["symbol"] == sym].drop(columns="symbol").reset_index(drop=True)
         alone = run_forecasts(cfg.model_copy(update={"run": cfg.run.model_copy(update={"name": "one"})}),
-                              tmp_path / sym.replace("/", "_"), data=as_loaded(data, sym)).predictions.drop(columns="symbol")
+                              tmp_path / sym.replace("/", "_"), data=as_loaded(data, sym)).predictions.drop(columns="symbol", errors="ignore")
         pd.testing.assert_frame_equal(mine, alone)
         assert mine["timestamp"].min() == bars.index[120]  # enters once it has initial_train bars
         assert (tmp_path / "u" / "folds" / sym.replace("/", "_") / "lin" / "1" / "seed-0" / "forecasts.csv").is_file()
@@ -124,9 +124,9 @@ def test_pooled_universe_of_one_symbol_equals_the_single_symbol_run(data, tmp_pa
                        walkforward={"max_folds": 2, "executor": "process", "workers": 2})
     one = type(data)({"ETH/USDT": data.bars["ETH/USDT"]}, "1d", {"ETH/USDT": data.reports["ETH/USDT"]}, "x",
                      {"ETH/USDT": "eth"}, {"ETH/USDT": "x"})
-    pooled = run_forecasts(cfg, tmp_path / "p", data=one).predictions.drop(columns="symbol")
+    pooled = run_forecasts(cfg, tmp_path / "p", data=one).predictions.drop(columns="symbol", errors="ignore")
     seq = cfg.model_copy(update={"walkforward": cfg.walkforward.model_copy(update={"executor": "sequential"})})
-    alone = run_forecasts(seq, tmp_path / "s", data=as_loaded(data, "ETH/USDT")).predictions.drop(columns="symbol")
+    alone = run_forecasts(seq, tmp_path / "s", data=as_loaded(data, "ETH/USDT")).predictions.drop(columns="symbol", errors="ignore")
     pd.testing.assert_frame_equal(pooled, alone)
 
 
