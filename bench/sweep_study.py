@@ -13,9 +13,13 @@ Arms, each in its own process:
   executor call, process executor with 2 workers);
 * (c) ``engine10``: the engine on the 10-seed study.
 
-Printed: wall time [s], peak RSS [MiB] (the arm's process, plus the largest of its worker processes, as
-``getrusage`` reports them), per grid point OOS MSE / persistence MSE (seed 0), and for (b) and (c) the
-selection's record (Sharpe of the walk-forward selection and the hindsight best), PBO and the SPA p-value.
+Printed: wall time [s]; memory [MiB] three ways: the peak of the arm's whole process tree (the arm and its
+worker processes at the same moment, sampled every 0.25 s: resident set, RSS, and proportional set, PSS,
+which counts the pages the workers share -- TensorFlow's library -- once), and the arm's own peak plus its
+largest worker's peak as ``getrusage`` reports them (not at the same moment, and one worker only); per grid
+point OOS MSE / persistence MSE (seed 0) and, for (c), its spread over the seeds (is (a)'s one training inside
+it?); and for (b) and (c) the selection's record (Sharpe of the walk-forward selection and the hindsight
+best), PBO and the SPA p-value.
 ``--quick``: 4 folds, 5 epochs, 2 seeds in (c) (a smoke run, not the study). Figures go to
 ``bench/sweep_results.json``.
 """
@@ -80,7 +84,7 @@ def arm_keras(folds: int, epochs: int) -> dict:
             n_val = int(np.floor((end - first) * VAL))
             fit = np.arange(first, end - n_val - 1)
             val = np.arange(end - n_val, end)
-            seen = r[first - LOOKBACK + 1: end]
+            seen = r[first - LOOKBACK + 1: fit[-1] + 1]  # the bars the training windows cover (not validation's)
             mu, sd = float(np.nanmean(seen)), float(np.nanstd(seen))
             ys = float(np.std(r[fit + 1]))
             keras.utils.set_random_seed(0)
@@ -117,6 +121,7 @@ def arm_engine(folds: int, epochs: int, seeds: int) -> dict:
     sel = m.selection
     return {
         "mse_ratio": {names.get(c.candidate, c.candidate): c.mse_ratio[0] for c in m.candidates},
+        "mse_ratio_seeds": {names.get(c.candidate, c.candidate): c.mse_ratio for c in m.candidates},
         "trainings": m.sweep.trainings,
         "selection": None if sel is None else {
             "criterion": sel.criterion, "sharpe_mean": sel.sharpe_mean, "switches": sel.switches,
@@ -137,6 +142,37 @@ def child(arm: str, folds: int, epochs: int, seeds: int) -> None:
     print("RESULT " + json.dumps(res))
 
 
+def run_arm(cmd: list[str]) -> tuple[str, str, float, float]:
+    """Run one arm's process; return its stdout, stderr and the peaks of its process tree's summed RSS and
+    PSS [MiB], sampled every 0.25 s (PSS read at most once a second: it walks the page tables)."""
+    import psutil
+
+    with tempfile.TemporaryFile("w+") as so, tempfile.TemporaryFile("w+") as se:
+        proc = subprocess.Popen(cmd, stdout=so, stderr=se, text=True,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        root, rss, pss, last_pss = psutil.Process(proc.pid), 0.0, 0.0, 0.0
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            now, full = 0.0, time.monotonic() - last_pss >= 1.0
+            total_pss = 0.0
+            for p in tree:
+                try:
+                    now += p.memory_info().rss
+                    total_pss += p.memory_full_info().pss if full else 0.0
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            rss = max(rss, now / 2**20)
+            if full:
+                pss, last_pss = max(pss, total_pss / 2**20), time.monotonic()
+            time.sleep(0.25)
+        so.seek(0)
+        se.seek(0)
+        return so.read(), se.read(), rss, pss
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="4 folds, 5 epochs, 2 seeds in (c)")
@@ -150,18 +186,33 @@ def main() -> None:
     results = {}
     for arm in a.arms:
         cmd = [sys.executable, __file__, "--child", arm] + (["--quick"] if a.quick else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+        stdout, stderr, tree_rss, tree_pss = run_arm(cmd)
+        line = next((x for x in stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
-            sys.exit(f"arm {arm} failed:\n{out.stderr[-2000:]}")
-        results[arm] = json.loads(line[7:])
+            sys.exit(f"arm {arm} failed:\n{stderr[-2000:]}")
+        results[arm] = {**json.loads(line[7:]), "tree_rss_mib": round(tree_rss), "tree_pss_mib": round(tree_pss)}
     size = f"{folds} folds, {epochs} epochs, 5 grid points" + (" (--quick: not the study)" if a.quick else "")
     print(f"sweep study: {size}")
-    print(f"{'arm':<34}{'wall [s]':>10}{'peak RSS [MiB]':>16}  MSE/persistence per grid point (seed 0)")
+    print(f"{'arm':<26}{'wall [s]':>9}{'tree RSS':>10}{'tree PSS':>10}{'own+worker':>12}"
+          "  MSE/persistence per grid point (seed 0)  [memory: peak MiB]")
     label = {"a": "(a) plain Keras, 1 seed", "b": "(b) engine, 1 seed", "c": f"(c) engine, {seeds} seeds"}
     for arm, r in results.items():
         mse = ", ".join(f"{k} {v:.4f}" for k, v in r["mse_ratio"].items())
-        print(f"{label[arm]:<34}{r['wall_s']:>10.1f}{r['peak_rss_mib']:>16.0f}  {mse}")
+        print(f"{label[arm]:<26}{r['wall_s']:>9.1f}{r['tree_rss_mib']:>10.0f}{r['tree_pss_mib']:>10.0f}"
+              f"{r['peak_rss_mib']:>12.0f}  {mse}")
+    if "c" in results:
+        import statistics
+
+        print(f"{label['c']}: MSE/persistence over the seeds, mean (sd) [min, max]"
+              + ("; (a)'s one training inside the range?" if "a" in results else ""))
+        for k, vals in results["c"]["mse_ratio_seeds"].items():
+            v = [x for x in vals if x is not None]
+            inside = ""
+            if "a" in results and k in results["a"]["mse_ratio"]:
+                x = results["a"]["mse_ratio"][k]
+                inside = f"; (a) {x:.4f} {'inside' if min(v) <= x <= max(v) else 'OUTSIDE'}"
+            print(f"  {k:<10} {statistics.mean(v):.4f} ({statistics.stdev(v) if len(v) > 1 else 0:.4f}) "
+                  f"[{min(v):.4f}, {max(v):.4f}]{inside}")
     if "a" in results and "b" in results:
         ra, rb = results["a"], results["b"]
         diff = max(abs(ra["mse_ratio"][k] - rb["mse_ratio"].get(k, float("nan"))) for k in ra["mse_ratio"])
