@@ -193,7 +193,8 @@ class WalkForwardConfig(_Section):
     group_size: int = Field(16, ge=1, le=4096, description="most models in one grouped computation")
     group_memory_mib: float = Field(
         48.0, gt=0, le=1_000_000, description="memory knob: estimated MiB of one grouped step's activations "
-        "(batch_size rows per model); a group holds at most as many models as fit (and at most group_size)")
+        "(the largest member batch_size rows per model); a group holds at most as many models as fit (and at most "
+        "group_size)")
 
     @model_validator(mode="after")
     def _rolling_needs_length(self) -> "WalkForwardConfig":

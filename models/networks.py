@@ -85,13 +85,13 @@ class KerasForecaster(Forecaster):
 
     def group_signature(self) -> tuple:
         """What must be equal for trainings to share a group: the type, the group architecture (layer kinds,
-        shapes, activations), the horizon, the optimizer type and the batch size (one step's rows per
-        model). Every other hyper-parameter is a per-member value (:meth:`train_settings`)."""
-        return (self.type_name, tuple(self.group_architecture()), str(self.p("optimizer")), int(self.p("batch_size")))
+        shapes, activations), the horizon and the optimizer type. Every other hyper-parameter, the batch
+        size included, is a per-member value (:meth:`train_settings`)."""
+        return (self.type_name, tuple(self.group_architecture()), str(self.p("optimizer")))
 
     def train_settings(self) -> TrainSettings:
-        """This model's training rule as a member of a group: the shared keys (batch size, optimizer) and its
-        own epochs, patience, learning rate, dropout and recurrent-dropout rates and L1/L2 coefficients
+        """This model's training rule as a member of a group: the shared key (optimizer) and its own epochs,
+        batch size, patience, learning rate, dropout and recurrent-dropout rates and L1/L2 coefficients
         (0 for keys this type does not have)."""
         names = type(self.hparams).model_fields  # the type's own keys (a cnn has no recurrent ones)
         own = {k: float(self.p(k)) for k in (*PENALTY_KEYS, "recurrent_dropout") if k in names}

@@ -66,10 +66,10 @@ def model_params(cfg: ModelConfig, features: FeaturesConfig, seed: int) -> dict[
 
 def group_key(task: Any) -> tuple | None:
     """What lets fold tasks train in one group: the forecaster's ``group_signature()`` (type, layer shapes,
-    optimizer type, batch size: what must be equal), the same inputs and pooling. Learning rate, epochs,
+    optimizer type: what must be equal), the same inputs and pooling. Batch size, learning rate, epochs,
     patience, dropout rates and L1/L2 coefficients may differ: each member trains with its own
-    (``train_settings()``). ``None``: the task trains in a chain (baselines, warm-started folds, per-fold
-    training)."""
+    (``train_settings()``). A function of the task's config alone (never of the executor or workers).
+    ``None``: the task trains in a chain (baselines, warm-started folds, per-fold training)."""
     from models import get_forecaster_class
 
     if not task.grouped:
@@ -84,17 +84,22 @@ def group_key(task: Any) -> tuple | None:
 
 def group_cap(model_cfg: ModelConfig, features: FeaturesConfig, wf: WalkForwardConfig, n_inputs: int | None = None) -> int:
     """Models of this architecture training at once on the grouped path (the slots of a unit):
-    ``group_size``, fewer where their estimated step activations (``batch_size`` rows each) would pass
-    ``group_memory_mib`` (:func:`models.grouped.models_per_group`); 1 for models without a grouped form.
-    ``n_inputs``: input channels per time step (default: ``features.inputs``; pooled one-hot adds one per symbol).
-    Models of different configurations that share a group train through the smallest of their caps."""
+    ``group_size``, fewer where their estimated step activations (``batch_size`` rows each, of the group
+    architecture: dropout layers counted whatever this config's rate) would pass ``group_memory_mib``
+    (:func:`models.grouped.models_per_group`); 1 for models without a grouped form. ``n_inputs``: input
+    channels per time step (default: ``features.inputs``; pooled one-hot adds one per symbol).
+
+    Models of different configurations that share a group train through the smallest of their caps
+    (:func:`make_units`, ``train_group``). The bytes per row are the same for all of them (one group
+    architecture and inputs), so that smallest cap is the cap at the largest member batch size: the rows
+    per slot a group step carries (:func:`models.grouped.trainer.step_rows`)."""
     from models import get_forecaster_class, make_forecaster
     from models.grouped import models_per_group
 
     if not hasattr(get_forecaster_class(model_cfg.type), "full_architecture"):
         return 1
     fc = make_forecaster(model_cfg.type, **model_params(model_cfg, features, 0))
-    specs = fc.full_architecture(features.horizon)
+    specs = fc.group_architecture(features.horizon)
     fit = models_per_group(specs, features.lookback, n_inputs or len(features.inputs), int(fc.p("batch_size")),
                            wf.group_memory_mib)
     return min(wf.group_size, fit)

@@ -11,8 +11,8 @@ What the modules hold:
   layers (LSTM, GRU, BiLSTM, Conv1D, Dense, dropout with per-model rates and masks);
 * :mod:`~models.grouped.network`: the group's Keras model (per-model loss with each member's own
   regularisation penalties) and its masked optimizer (per-model steps and learning rates);
-* :mod:`~models.grouped.settings`: :class:`TrainSettings` -- what a group shares (batch size, optimizer
-  type) and what each member sets (epochs, patience, learning rate, dropout rates, L1/L2 coefficients);
+* :mod:`~models.grouped.settings`: :class:`TrainSettings` -- what a group shares (the optimizer type) and
+  what each member sets (epochs, batch size, patience, learning rate, dropout rates, L1/L2 coefficients);
 * :mod:`~models.grouped.trainer`: :func:`fit_group` -- members through slots, each on its own epoch clock
   with its own early stopping;
 * :mod:`~models.grouped.weights`: a fresh model's initial weights; :mod:`~models.grouped.sizing`: memory
@@ -21,10 +21,12 @@ What the modules hold:
 Each model keeps its own weights and optimizer slots (Adam/RMSprop/SGD are elementwise, so a stacked
 optimizer equals per-model optimizers; a per-model ``active`` mask freezes weights *and* slots of a model
 that is idle this step or finished, and its own step counter drives Adam's bias correction), its own data
-rows, per-epoch permutation, masked last partial batch, learning rate, epoch count, dropout stream (stateless,
-seeded by the model's seed and its own step) and rates, penalties and Keras ``EarlyStopping`` semantics.
-The loss of the group is the sum of each model's own loss over its valid rows; the weights are disjoint, so
-each model gets exactly the gradient it would get alone.
+rows, batch size, per-epoch permutation, masked last partial batch, learning rate, epoch count, dropout
+stream (stateless, seeded by the model's seed and its own step) and rates, penalties and Keras
+``EarlyStopping`` semantics. The loss of the group is the sum of each model's own loss over its valid rows
+(its mean over its own rows of the step); the weights are disjoint, so each model gets exactly the gradient
+it would get alone. A step carries the largest member batch size of rows per model: a member with a smaller
+batch fills only its own rows (the rest masked), so it computes the step's rows but trains as alone.
 
 Why grouped layers in ``keras.ops`` rather than JAX's stateless step mapped over weights: TensorFlow is
 the declared backend; grouped layers run in its graph mode (XLA was measured slower for a grouped LSTM

@@ -1,7 +1,9 @@
 """The group's Keras model and optimizer: ``n_models`` networks of one architecture as one compiled
 training step (defined lazily by :func:`make_network`, so importing this module does not import Keras).
 
-The loss of the group is the sum of each model's own loss: its batch MSE over its valid rows, plus its own
+The loss of the group is the sum of each model's own loss: its batch MSE over its valid rows (divided by
+its own count of rows with weight 1 this step -- its batch size, or fewer in its last batch -- never by the
+step's rows per slot, which is the largest member batch size), plus its own
 regularisation penalties (weights: ``l1 * sum|w| + l2 * sum w^2`` over its slice of each regularised
 weight; activity: the same over its regularised layers' outputs, per valid row, divided by its rows, as
 Keras 3 divides by the batch size). The weights are disjoint, so each model gets exactly the gradient it

@@ -1,9 +1,11 @@
 """What a group shares and what each of its members sets for itself.
 
-A group shares its architecture (:class:`models.grouped.layers.LayerSpec` list), its optimizer type and
-its batch size (the step's rows per model). Each member sets (:class:`TrainSettings`): epochs, early-stopping
-patience, learning rate, dropout and recurrent-dropout rates, and the L1/L2 coefficients of Keras'
-kernel, recurrent, bias and activity regularisers. :class:`GroupUses` is what the group has to compute
+A group shares its architecture (:class:`models.grouped.layers.LayerSpec` list) and its optimizer type.
+Each member sets (:class:`TrainSettings`): epochs, batch size, early-stopping patience, learning rate,
+dropout and recurrent-dropout rates, and the L1/L2 coefficients of Keras' kernel, recurrent, bias and
+activity regularisers. A group step carries the largest member batch size of rows per model; a member with
+a smaller batch fills only its own rows of it (the others masked), so it trains as alone but computes the
+step's rows. :class:`GroupUses` is what the group has to compute
 for its members: a group none of whose members uses dropout, recurrent dropout or a regulariser builds
 none of them (the same graph as a group without those keys); one that does computes them for every slot,
 a member at 0 getting exactly what it would get without them (x / 1.0, 0 * |w| added).
@@ -19,13 +21,14 @@ PENALTY_KEYS: tuple[str, ...] = ("kernel_l1", "kernel_l2", "recurrent_l1", "recu
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """A member's training rule. Shared by the whole group (must be equal for its members):
-    ``batch_size`` rows per step per model and ``optimizer`` adam | rmsprop | sgd. The member's own:
-    ``epochs``; ``patience`` epochs without a lower validation loss before stopping (0 = none; needs
-    validation rows); ``learning_rate`` (e.g. 0.001); ``dropout`` and ``recurrent_dropout`` rates (fraction
-    dropped, 0.2 = 20%; ``None``: the rates written in the architecture's specs); ``kernel_l1`` ...
-    ``activity_l2``: Keras ``L1L2`` coefficients (penalty ``l1 * sum|w| + l2 * sum w^2`` added to the loss;
-    the activity one on each regularised layer's output, divided by the batch's rows, as Keras 3 does).
+    """A member's training rule. Shared by the whole group (must be equal for its members): ``optimizer`` adam |
+    rmsprop | sgd. The member's own: ``epochs``; ``batch_size`` (rows per own optimizer step; the group's step
+    carries the largest member batch, the extra rows masked); ``patience`` epochs without a lower validation
+    loss before stopping (0 = none; needs validation rows); ``learning_rate`` (e.g. 0.001); ``dropout`` and
+    ``recurrent_dropout`` rates (fraction dropped, 0.2 = 20%; ``None``: the rates written in the architecture's
+    specs); ``kernel_l1`` ... ``activity_l2``: Keras ``L1L2`` coefficients (penalty ``l1 * sum|w| + l2 * sum
+    w^2`` added to the loss; the activity one on each regularised layer's output, divided by the batch's rows,
+    as Keras 3 does).
     """
 
     epochs: int = 50
@@ -50,7 +53,7 @@ class TrainSettings:
 
 
 #: Fields that must be equal across a group (the rest are per member).
-SHARED_KEYS: tuple[str, ...] = ("batch_size", "optimizer")
+SHARED_KEYS: tuple[str, ...] = ("optimizer",)
 MEMBER_KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainSettings) if f.name not in SHARED_KEYS)
 
 

@@ -2,11 +2,13 @@
 
 Each member keeps its own data rows, per-epoch permutation (``numpy.random.default_rng(seed)``), masked
 last partial batch, weights and optimizer slots, learning rate, epoch count, dropout stream and rates,
-regularisation penalties and Keras ``EarlyStopping(monitor="val_loss", patience, restore_best_weights=True)``
-semantics; the group shares the architecture, the optimizer type and the batch size
-(:mod:`models.grouped.settings`). Each model starts its next epoch the step after its last batch, and its
-validation pass and early-stopping check run at its own epoch ends; a finished model's slot takes the next
-waiting training (see :func:`fit_group`).
+regularisation penalties, batch size and Keras ``EarlyStopping(monitor="val_loss", patience,
+restore_best_weights=True)`` semantics; the group shares the architecture and the optimizer type
+(:mod:`models.grouped.settings`). A step feeds ``B`` = the largest member batch size rows per slot; a member
+with batch ``b`` fills its first ``b`` of them (the rest carry weight 0), so its epoch is ``ceil(n / b)`` of
+its own steps and its batch loss is the mean over its own rows, as alone. Each model starts its next epoch
+the step after its last batch, and its validation pass and early-stopping check run at its own epoch ends;
+a finished model's slot takes the next waiting training (see :func:`fit_group`).
 
 A group of at most ``_STATIC_SLOTS`` slots feeds every slot at every step (a slot without rows computes
 and does not move), so its trainer is traced for one shape. A larger group feeds only the slots whose
@@ -100,8 +102,11 @@ def fit_group(specs: list[LayerSpec], members: list[Member], settings: TrainSett
     patience, learning rate, dropout rates, regularisers), Keras' training loss per epoch (batch loss --
     MSE plus the member's penalties -- averaged with batch-row weights), validation loss at each epoch end
     (Keras' ``val_loss``: MSE plus penalties), ``EarlyStopping`` semantics (``patience``, best weights
-    restored at the end). Shapes: all members share ``(T, F)`` and ``H``; all share ``batch_size`` and
-    ``optimizer`` (a ``ValueError`` otherwise).
+    restored at the end). Shapes: all members share ``(T, F)`` and ``H``; all share ``optimizer`` (a
+    ``ValueError`` otherwise). Batch sizes may differ: each step feeds ``B = max(batch sizes)`` rows per
+    slot, a member with batch ``b`` filling its first ``b`` (the rest masked, weight 0), so it takes
+    ``ceil(n / b)`` steps an epoch, its Adam count advancing once per own batch; a member with a smaller
+    batch still computes ``B`` rows a step.
 
     ``slots``: how many members train at once (default: all). Members take the slots in the given order; at
     each epoch end a finished member's slot is refilled with the next waiting one (its own fresh weights,
@@ -122,8 +127,8 @@ def fit_group(specs: list[LayerSpec], members: list[Member], settings: TrainSett
     uses = GroupUses.of([(float(d.max(initial=0)), float(r.max(initial=0))) for d, r in rates], own)
     build = specs if uses.dropout else [s for s in specs if s.kind != "dropout"]
     T, F = members[0].X.shape[1:]
-    B = int(own[0].batch_size)
-    states = [_MemberState(m, st, specs, build, T, F, B) for m, st in zip(members, own, strict=True)]
+    B = step_rows(own)
+    states = [_MemberState(m, st, specs, build, T, F) for m, st in zip(members, own, strict=True)]
     G = min(len(members), slots or len(members))
     queue = list(range(G, len(members)))  # members waiting for a slot, in order
     slot: list[int | None] = list(range(G))  # member index per slot (None: empty)
@@ -131,14 +136,21 @@ def fit_group(specs: list[LayerSpec], members: list[Member], settings: TrainSett
     return [s.result() for s in states]
 
 
+def step_rows(settings: list[TrainSettings]) -> int:
+    """Rows per slot of one group step: the largest of the members' batch sizes (each member fills only its
+    own batch size of them)."""
+    return max(int(s.batch_size) for s in settings)
+
+
 class _MemberState:
-    """Bookkeeping of one member: its settings, rows, shuffles, steps, epochs, history and early-stopping
-    state, and its per-layer dropout rates in the built architecture ``build``."""
+    """Bookkeeping of one member: its settings, rows, own batch size ``b`` (rows per own step), shuffles,
+    steps, epochs, history and early-stopping state, and its per-layer dropout rates in the built
+    architecture ``build``."""
 
     def __init__(self, m: Member, st: TrainSettings, specs: list[LayerSpec], build: list[LayerSpec],
-                 T: int, F: int, B: int) -> None:
+                 T: int, F: int) -> None:
         self.m, self.st, self.n = m, st, len(m.X)
-        self.nb = math.ceil(self.n / B)
+        self.b = int(st.batch_size)
         self.rng = np.random.default_rng(m.seed)
         self.weights = m.weights if m.weights is not None else initial_weights(specs, T, F, m.seed)
         self.drop, self.rec = member_rates(build, st)
@@ -235,8 +247,9 @@ def _train_rounds(states: list[_MemberState], slot: list[int | None], queue: lis
     """Train the members in ``slot`` (indices into ``states``) as one group, each on its own epoch clock: a
     model starts its next epoch (a new permutation) the step after its last batch, its validation pass and
     early-stopping check run at its own epoch ends, and a finished model's slot is refilled from ``queue``
-    (consumed). Each step feeds only the slots still training (``(x, live)``, see ``GroupNet``); runs until
-    all are done."""
+    (consumed). Each step feeds ``B`` rows per slot (the largest member batch size); a member fills its own
+    batch size of them, the rest weight 0. Groups of more than ``_STATIC_SLOTS`` slots feed only the slots
+    still training (``(x, live)``, see ``GroupNet``); runs until all are done."""
     keras = _keras()
     G = len(slot)
     T, F = states[0].m.X.shape[1:]
@@ -270,7 +283,7 @@ def _train_rounds(states: list[_MemberState], slot: list[int | None], queue: lis
             s = cur[g]
             if s is None or s.done:
                 continue
-            rows = s.epoch_order[s.pos:s.pos + B]
+            rows = s.epoch_order[s.pos:s.pos + s.b]  # its own batch: at most B rows
             idx[j, :len(rows)] = rows
             w[j, :len(rows)] = 1.0
             s.pos += len(rows)
@@ -373,4 +386,4 @@ def _val_losses(net: Any, states: list[_MemberState | None], which: list[int], B
     return out
 
 
-__all__ = ["Fitted", "GroupStats", "Member", "fit_group", "member_rates"]
+__all__ = ["Fitted", "GroupStats", "Member", "fit_group", "member_rates", "step_rows"]

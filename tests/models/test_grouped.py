@@ -32,13 +32,15 @@ def keras_reference(fc, X, y, weights, orders, batch, epochs, X_val=None, y_val=
     """Train one standard Keras model on the given batch order; returns (weights, per-epoch losses).
     ``cache`` reuses one compiled model (weights set, Adam slots and step counter zeroed: a fresh start).
     ``fc`` builds the model (its regularisers included); ``keras_val``: the validation loss is Keras' own
-    (``test_on_batch``: MSE plus the regularisation penalties, as ``fit``'s ``val_loss``)."""
+    (``test_on_batch``: MSE plus the regularisation penalties, as ``fit``'s ``val_loss``). The model runs
+    eagerly (``run_eagerly``: Keras' same train step, untraced): these references take a few steps each,
+    and tracing a step took 4 to 6 s for the BiLSTM, most of this file's time."""
     import keras
 
     model = (cache or {}).get("model")
     if model is None:
         model = fc.build(X.shape[1], X.shape[2], compile=False)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="mse", jit_compile=False)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="mse", jit_compile=False, run_eagerly=True)
         if cache is not None:
             cache["model"] = model
     elif model.optimizer.built:
@@ -127,10 +129,12 @@ def test_dropout_model_trains_the_same_alone_as_in_a_group() -> None:
         members.append(Member(X, y, seed=10 + g))
     st = TrainSettings(epochs=2, batch_size=8, patience=0, learning_rate=1e-2)
     group = fit_group(specs, members, st)
-    alone = fit_group(specs, members[2:3], st)
+    cache: dict = {}  # both one-model trainings below share one traced trainer (reset before each)
+    alone = fit_group(specs, members[2:3], st, cache=cache)
     for a, b in zip(alone[0].weights, group[2].weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    other_seed = fit_group(specs, [Member(members[2].X, members[2].y, seed=99, weights=initial_weights(specs, 3, 2, 12))], st)
+    other = Member(members[2].X, members[2].y, seed=99, weights=initial_weights(specs, 3, 2, 12))
+    other_seed = fit_group(specs, [other], st, cache=cache)
     assert not np.allclose(other_seed[0].weights[0], alone[0].weights[0])  # the seed does drive the masks
 
 
@@ -178,8 +182,9 @@ def test_refilled_slots_train_each_model_as_alone(static_slots: int, monkeypatch
     crowd = fit_group(specs, members, TrainSettings(epochs=1, batch_size=8, patience=0), slots=4)
     assert all(len(f.history) == 1 for f in crowd)  # four finish at once, one waits: one slot refilled
     assert len({len(f.history) for f in queued}) > 1  # they stopped at different epochs
+    cache: dict = {}  # the five alone trainings share one traced trainer (reset before each)
     for m, fit in zip(members, queued):
-        alone = fit_group(specs, [m], st)[0]
+        alone = fit_group(specs, [m], st, cache=cache)[0]
         assert [h["epoch"] for h in fit.history] == [h["epoch"] for h in alone.history]
         np.testing.assert_allclose([h["val_loss"] for h in fit.history], [h["val_loss"] for h in alone.history], rtol=1e-4)
         for a, b in zip(fit.weights, alone.weights):
@@ -259,26 +264,35 @@ def test_small_groups_feed_one_shape_large_groups_their_live_slots(monkeypatch: 
 
 
 # --- per-member values inside a group (issue 21 item 1) ----------------------------------------------------
-#: (type, [per-member keyword overrides]) -- each group mixes members with and without the key, so a
-#: member's penalty, rate or rule is checked not to reach the others.
+#: (type, [per-member keyword overrides], each member's training rows) -- each group mixes members with and
+#: without the key, so a member's penalty, rate, rule or batch size is checked not to reach the others.
 PER_MEMBER = {
     "lr-epochs-patience": ("lstm", [dict(learning_rate=1e-2, epochs=4, patience=1),
                                     dict(learning_rate=3e-3, epochs=3, patience=0),
-                                    dict(learning_rate=2e-2, epochs=4, patience=2)]),
-    "bias-l2": ("lstm", [dict(bias_l2=0.05), dict(), dict(bias_l1=0.02, kernel_l2=0.01)]),
-    "gru-kernel-recurrent": ("gru", [dict(kernel_l1=0.01), dict(recurrent_l2=0.05, learning_rate=5e-3), dict()]),
-    "cnn-activity-bias": ("cnn", [dict(activity_l1=0.01), dict(bias_l1=0.05, activity_l2=0.02), dict()]),
-    "bilstm-activity-kernel": ("bilstm", [dict(activity_l2=0.02, kernel_l1=0.005), dict()]),
+                                    dict(learning_rate=2e-2, epochs=4, patience=2)], (37, 50, 29)),
+    "bias-l2": ("lstm", [dict(bias_l2=0.05), dict(), dict(bias_l1=0.02, kernel_l2=0.01)], (37, 50, 29)),
+    "gru-kernel-recurrent": ("gru", [dict(kernel_l1=0.01), dict(recurrent_l2=0.05, learning_rate=5e-3), dict()],
+                             (37, 50, 29)),
+    "cnn-activity-bias": ("cnn", [dict(activity_l1=0.01), dict(bias_l1=0.05, activity_l2=0.02), dict()], (37, 50, 29)),
+    # whole batches only: a partial batch costs the Keras reference a second trace of this deep model (the
+    # masked partial batch is checked by the other cases)
+    "bilstm-activity-kernel": ("bilstm", [dict(activity_l2=0.02, kernel_l1=0.005, epochs=2), dict(epochs=2)],
+                               (32, 48)),
+    # batches of 16, 64 and 32 rows in one group (the step carries 64 per slot): 3 own steps an epoch each,
+    # the last one partial; a penalty rides on the batch-16 member, so a loss normalised by the step's rows
+    # (64) instead of its own would move its weights, and every member's loss history
+    "batch-size": ("lstm", [dict(batch_size=16, bias_l2=0.05), dict(batch_size=64, learning_rate=3e-3),
+                            dict(batch_size=32)], (37, 150, 70)),
 }
 
 
 @pytest.mark.parametrize("case", list(PER_MEMBER))
 def test_members_with_their_own_settings_equal_their_alone_keras_trainings(case: str) -> None:
-    """Members of one group with different learning rates, epochs, patience and L1/L2 coefficients (kernel,
-    recurrent, bias, activity): each ends where a standard Keras model of its own configuration ends (its
-    regularisers in the loss, Keras' ``val_loss`` with penalties for early stopping), loss history included;
-    a member without a penalty trains as if no other member had one."""
-    model_type, overrides = PER_MEMBER[case]
+    """Members of one group with different learning rates, epochs, patience, batch sizes and L1/L2
+    coefficients (kernel, recurrent, bias, activity): each ends where a standard Keras model of its own
+    configuration ends (its regularisers in the loss, its own batches, Keras' ``val_loss`` with penalties for
+    early stopping), loss history included; a member without a penalty trains as if no other member had one."""
+    model_type, overrides, sizes = PER_MEMBER[case]
     base = dict(tiny(model_type), seed=0, horizon=1, dropout=0.0, epochs=3, patience=1, learning_rate=1e-2,
                 batch_size=16)
     members, refs = [], []
@@ -286,7 +300,7 @@ def test_members_with_their_own_settings_equal_their_alone_keras_trainings(case:
         fc = make_forecaster(model_type, **{**base, **extra})
         st = fc.train_settings()
         specs = fc.group_architecture(1)
-        n = (37, 50, 29)[g]
+        n = sizes[g]
         X, y = data(n, g)
         Xv, yv = data(11, 60 + g)
         yv = -yv if g == 0 else yv  # member 0's validation worsens: it may stop early
@@ -304,44 +318,52 @@ def test_members_with_their_own_settings_equal_their_alone_keras_trainings(case:
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
     if case == "lr-epochs-patience":
         assert sorted(len(f.history) for f in fits) != [4, 4, 4]  # the rules differed, and were each kept
+    if case == "batch-size":  # each member took its own steps: ceil(n / b) an epoch
+        assert [f.model_steps for f in fits] == [len(f.history) * -(-m.X.shape[0] // m.settings.batch_size)
+                                                 for f, m in zip(fits, members)]
+        assert sorted({m.settings.batch_size for m in members}) == [16, 32, 64]
 
 
 @pytest.mark.parametrize("model_type", ["stacked_lstm", "gru", "bilstm"])
 def test_dropout_and_recurrent_dropout_rates_per_member(model_type: str) -> None:
-    """Members of one group with their own dropout and recurrent-dropout rates (0 included) each end where
-    they end trained alone; a member at rate 0 in a group that drops ends where a standard Keras model
-    without dropout ends (its masks keep everything); recurrent dropout changes the training."""
-    rates = [(0.3, 0.2), (0.0, 0.0), (0.1, 0.4)]
+    """Members of one group with their own dropout and recurrent-dropout rates (0 included) and batch sizes
+    each end where they end trained alone (alone: a step of their own batch size; in the group: 16 rows a
+    slot, so the masks must not depend on the step's rows); a member at rate 0 in a group that drops ends
+    where a standard Keras model without dropout ends (its masks keep everything); recurrent dropout changes
+    the training (a fourth member, the third without it, ends elsewhere)."""
+    rates = [(0.3, 0.2, 8), (0.0, 0.0, 16), (0.1, 0.4, 8), (0.1, 0.0, 8)]
     fcs = [make_forecaster(model_type, units=4, seed=0, horizon=1, dropout=d, recurrent_dropout=r, epochs=2,
-                           patience=0, learning_rate=1e-2, batch_size=8) for d, r in rates]
+                           patience=0, learning_rate=1e-2, batch_size=b) for d, r, b in rates]
     specs = fcs[0].group_architecture(1)
     assert all(fc.group_signature() == fcs[0].group_signature() for fc in fcs)  # one group
     members = []
     for g, fc in enumerate(fcs):
-        X, y = data((30, 41, 25)[g], g)
-        w0 = initial_weights(specs, 3, 2, seed=g)
-        rng = np.random.default_rng(g)
-        members.append(Member(X, y, seed=10 + g, weights=w0, orders=[rng.permutation(len(X)) for _ in range(2)],
-                              settings=fc.train_settings()))
+        X, y = data((30, 32, 25, 25)[g], min(g, 2))  # the rate-0 member: whole batches (one Keras trace)
+        w0 = initial_weights(specs, 3, 2, seed=min(g, 2))
+        rng = np.random.default_rng(min(g, 2))
+        members.append(Member(X, y, seed=10 + min(g, 2), weights=w0,
+                              orders=[rng.permutation(len(X)) for _ in range(2)], settings=fc.train_settings()))
     group = fit_group(specs, members)
-    for m, fit in zip(members, group):
-        alone = fit_group(specs, [m])[0]
-        for a, b in zip(alone.weights, fit.weights):
+    cache: dict = {}  # the two alone trainings below share one traced trainer (reset before each)
+    for g in (0, 2):
+        alone = fit_group(specs, [members[g]], cache=cache)[0]
+        assert not np.allclose(alone.weights[0], members[g].weights[0])  # it trained
+        for a, b in zip(alone.weights, group[g].weights):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    w_ref, _ = keras_reference(fcs[1], members[1].X, members[1].y, members[1].weights, members[1].orders, 8, 2)
+    w_ref, _ = keras_reference(fcs[1], members[1].X, members[1].y, members[1].weights, members[1].orders, 16, 2)
     for a, b in zip(group[1].weights, w_ref):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-    no_rec = fit_group(specs, [replace(members[2], settings=replace(members[2].settings, recurrent_dropout=0.0))])[0]
-    assert not np.allclose(no_rec.weights[0], group[2].weights[0])
+    assert not np.allclose(group[3].weights[0], group[2].weights[0])
 
 
-def test_group_shares_batch_size_and_optimizer() -> None:
+def test_group_shares_its_optimizer() -> None:
+    """The optimizer type is the one training setting a group shares (batch sizes may differ)."""
     from models.grouped import TrainSettings as TS
 
     specs = make_forecaster("lstm", units=4, seed=0, horizon=1).full_architecture(1)
     X, y = data(20, 0)
-    with pytest.raises(ValueError, match="shares its batch_size"):
-        fit_group(specs, [Member(X, y, settings=TS(batch_size=8)), Member(X, y, settings=TS(batch_size=16))])
+    with pytest.raises(ValueError, match="shares its optimizer"):
+        fit_group(specs, [Member(X, y, settings=TS(optimizer="adam")), Member(X, y, settings=TS(optimizer="sgd"))])
 
 
 def _other_value(field, value):
@@ -362,14 +384,15 @@ def _other_value(field, value):
 def test_every_hyper_parameter_is_in_the_group_signature_or_the_member_settings(model_type: str) -> None:
     """Each key of a network's schema either splits groups (``group_signature``) or is a member's own value
     (``train_settings``): none is silently dropped when trainings share a group. Per-member: learning rate,
-    epochs, patience, dropout rates and L1/L2 coefficients; shared: shapes, activations, optimizer, batch."""
+    epochs, batch size, patience, dropout rates and L1/L2 coefficients; shared: shapes, activations,
+    optimizer."""
     from models.params import PARAMS_BY_TYPE
 
     schema = PARAMS_BY_TYPE[model_type]
     active = {"activation": "leaky_relu"} if model_type == "cnn" else {}  # leaky_alpha is read only then
     base = make_forecaster(model_type, seed=0, horizon=1, **active)
-    member_keys = {"learning_rate", "epochs", "patience", "dropout", "recurrent_dropout", "kernel_l1", "kernel_l2",
-                   "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2", "activity_l1", "activity_l2"}
+    member_keys = {"learning_rate", "epochs", "batch_size", "patience", "dropout", "recurrent_dropout", "kernel_l1",
+                   "kernel_l2", "recurrent_l1", "recurrent_l2", "bias_l1", "bias_l2", "activity_l1", "activity_l2"}
     for key in schema.parameter_names():
         other = make_forecaster(model_type, seed=0, horizon=1, **{
             **active, key: _other_value(schema.model_fields[key], getattr(base.hparams, key))})
@@ -381,9 +404,10 @@ def test_every_hyper_parameter_is_in_the_group_signature_or_the_member_settings(
 
 def test_engine_groups_configs_that_differ_only_in_member_values(btc, tmp_path) -> None:
     """Through the engine (``group_key`` -> ``train_group``): configurations of one architecture that differ
-    in learning rate, epochs, patience, dropout and L1/L2 share one group key (and train mixed in its
-    units), a different batch size does not, and a regularised model's folds train in that company as they
-    train in a run of their own (same epochs, losses within float rounding: batched kernels round by shape)."""
+    in batch size, learning rate, epochs, patience, dropout and L1/L2 share one group key (and train mixed
+    in its units), a different optimizer does not; a mixed unit trains through the slots of its largest
+    batch; and a regularised model with its own batch size trains its folds in that company as in a run of
+    its own (same epochs, losses within float rounding: batched kernels round by shape)."""
     import pandas as pd
 
     import backtest.folds.units as units_mod
@@ -393,14 +417,21 @@ def test_engine_groups_configs_that_differ_only_in_member_values(btc, tmp_path) 
 
     bars = btc.iloc[:360]  # 4 folds of 40 bars from bar 200
     net = {"type": "lstm", "units": 4, "epochs": 3, "patience": 1, "batch_size": 32}
-    models = {"plain": net, "reg": {**net, "learning_rate": 3e-3, "bias_l2": 0.05, "dropout": 0.2},
+    models = {"plain": net, "reg": {**net, "learning_rate": 3e-3, "bias_l2": 0.05, "dropout": 0.2, "batch_size": 16},
               "reg2": {**net, "kernel_l1": 0.01, "activity_l2": 0.01, "epochs": 2, "patience": 2}}
     wf = {"training": "grouped", "workers": 1}
-    tasks = plan_run(tiny_cfg({**models, "wide": {**net, "batch_size": 16}}, walkforward=wf), {"BTC/USDT": bars}).tasks
+    rms = {"rms": {**net, "optimizer": "rmsprop"}}
+    tasks = plan_run(tiny_cfg({**models, **rms}, walkforward=wf), {"BTC/USDT": bars}).tasks
     keys = {t.model_name: units_mod.group_key(t) for t in tasks}
-    assert keys["plain"] == keys["reg"] == keys["reg2"] != keys["wide"]
+    assert keys["plain"] == keys["reg"] == keys["reg2"] != keys["rms"]
     units = units_mod.make_units(tasks, lambda t: False, None)
     assert any({"plain", "reg", "reg2"} <= {t.model_name for t in u.tasks} for u in units if u.kind == "group")
+    tight = tiny_cfg(models, walkforward={**wf, "group_size": 16, "group_memory_mib": 0.25})
+    cap = {n: units_mod.group_cap(m, tight.features, tight.walkforward) for n, m in tight.models.items()}
+    assert cap["reg"] > cap["plain"] == cap["reg2"]  # fewer slots fit at 32 rows a model than at 16
+    mixed = [u for u in units_mod.make_units(plan_run(tight, {"BTC/USDT": bars}).tasks, lambda t: False, None)
+             if u.kind == "group"]
+    assert mixed and all(min(t.group_slots for t in u.tasks) == cap["plain"] for u in mixed)
     run_forecasts(tiny_cfg(models, walkforward=wf), tmp_path / "a", data=as_data(bars))
     run_forecasts(tiny_cfg({"reg": models["reg"]}, walkforward=wf), tmp_path / "b", data=as_data(bars))
     for k in range(4):
