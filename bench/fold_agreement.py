@@ -10,13 +10,18 @@ trained with seeds 0..N-1 by the grouped trainer (all seeds in one group) and by
 restore_best_weights=True)``). Printed per seed: epochs trained, best epoch, the test block's forecast sd and
 mean (log-return units) and MSE / persistence MSE on the test block (r[t+1], decided at the close of t).
 
-    python bench/fold_agreement.py [--fold 12] [--seeds 5] [--bias-l1 0.0]
+    python bench/fold_agreement.py [--fold 12] [--seeds 5] [--bias-l1 0.0] [--keras-init]
+
+``--keras-init``: the engine's members start from the plain arm's initial weights (the weights Keras gives a
+fresh model after ``keras.utils.set_random_seed(seed)``), so only the batch orders' draws differ: which of
+the two draws a difference between the arms comes from.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,6 +32,13 @@ def main() -> None:
     ap.add_argument("--fold", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--bias-l1", type=float, default=0.0)
+    ap.add_argument("--same-draws", type=int, default=0, metavar="N",
+                    help="also train N seeds from the same initial weights and the same batch orders in both "
+                         "(Keras: one fit per epoch, shuffle=False, on the rows in that order; no early stopping): "
+                         "the largest forecast difference is the difference of method")
+    ap.add_argument("--keras-init", action="store_true",
+                    help="the engine's members start from the weights Keras gives a fresh model after "
+                         "keras.utils.set_random_seed(seed) (the plain arm's), not from the engine's own draws")
     a = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, str(HERE.parent))
@@ -53,26 +65,48 @@ def main() -> None:
         return (f"{who:<7} seed {seed}: epochs {len(val_losses):>2}, best {int(np.argmin(val_losses))}, forecast sd "
                 f"{z.std():.2e} mean {z.mean():+.2e}, MSE/persistence {ratio:.4f}")
 
+    import keras
+
+    def plain_model(seed: int):  # noqa: ANN202
+        keras.utils.set_random_seed(seed)
+        reg = keras.regularizers.L1L2(l1=a.bias_l1, l2=0.0)
+        return keras.Sequential([keras.Input(p0.X_fit.shape[1:]), keras.layers.LSTM(32, bias_regularizer=reg),
+                                 keras.layers.Dense(1)])
+
     f32 = lambda x: np.asarray(x, "float32")  # noqa: E731
     members = [Member(f32(p.X_fit), f32(p.y_fit).reshape(-1, 1), f32(p.X_val), f32(p.y_val).reshape(-1, 1),
-                      seed=p.model.seed, settings=p.model.train_settings()) for p in preps]
+                      seed=p.model.seed, settings=p.model.train_settings(),
+                      weights=plain_model(s).get_weights() if a.keras_init else None)
+               for s, p in enumerate(preps)]
     fits = fit_group(p0.model.group_architecture(1), members, slots=len(members))
     for s, (p, fit) in enumerate(zip(preps, fits, strict=True)):
         p.model.horizon = 1
         p.model.adopt(fit.weights, fit.history, *p.X_fit.shape[1:], {})
         print(line("engine", s, [h["val_loss"] for h in fit.history], p.model.predict(m0.X_test)[:, 0] * ys))
-    import keras
-
     for s in range(a.seeds):
-        keras.utils.set_random_seed(s)
-        reg = keras.regularizers.L1L2(l1=a.bias_l1, l2=0.0)
-        model = keras.Sequential([keras.Input(p0.X_fit.shape[1:]), keras.layers.LSTM(32, bias_regularizer=reg),
-                                  keras.layers.Dense(1)])
+        model = plain_model(s)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
         h = model.fit(p0.X_fit, p0.y_fit, validation_data=(p0.X_val, p0.y_val), epochs=30, batch_size=64,
                       shuffle=True, verbose=0,
                       callbacks=[keras.callbacks.EarlyStopping(patience=4, restore_best_weights=True)])
         print(line("keras", s, h.history["val_loss"], model.predict(m0.X_test, verbose=0)[:, 0] * ys))
+
+    for s in range(a.same_draws):
+        model = plain_model(s)
+        w0 = model.get_weights()
+        X, y = f32(p0.X_fit), f32(p0.y_fit).reshape(-1, 1)
+        rng = np.random.default_rng(100 + s)
+        orders = [rng.permutation(len(X)) for _ in range(30)]
+        st = replace(p0.model.train_settings(), patience=0)
+        fit = fit_group(p0.model.group_architecture(1), [Member(X, y, seed=s, weights=w0, orders=orders, settings=st)])[0]
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+        for order in orders:
+            model.fit(X[order], y[order], epochs=1, batch_size=64, shuffle=False, verbose=0)
+        zk = model.predict(m0.X_test, verbose=0)[:, 0] * ys
+        model.set_weights(fit.weights)
+        ze = model.predict(m0.X_test, verbose=0)[:, 0] * ys
+        print(f"same draws seed {s}: 30 epochs, forecast sd {zk.std():.2e} (keras) {ze.std():.2e} (engine), "
+              f"largest |difference| {np.abs(zk - ze).max():.1e} (log-return units)")
 
 
 if __name__ == "__main__":
