@@ -1,23 +1,17 @@
 """From out-of-sample predictions to signals, portfolios and ``metrics.json``: one evaluation for every run.
 
-A run is a universe of one. :func:`evaluate` takes the predictions and the bars of every
-symbol and returns one :class:`Evaluation` whose metrics are one
-:class:`backtest.schema.RunMetrics`:
+A run is a universe of one (docs/design.md, "One path"). :func:`evaluate` returns one :class:`Evaluation`
+whose metrics are one :class:`backtest.schema.RunMetrics` (every block's meaning is documented there):
 
-* **per symbol** (:func:`evaluate_symbol`): signals (no decision on a synthetic bar,
-  :func:`strategies.signals.hold_on_synthetic`), one vectorbt simulation, portfolio metrics,
-  verdicts as :class:`backtest.schema.Verdict` ("beats" only when the two-sided test rejects at
-  ``backtest.significance_level``), flags, a flat Sharpe of 0. With one symbol this *is* the run.
+* **per symbol** (:func:`evaluate_symbol`): signals (no decision on a synthetic bar), one vectorbt
+  simulation, portfolio metrics, verdicts ("beats" only when the two-sided test rejects at
+  ``backtest.significance_level``), flags. With one symbol this *is* the run.
 * **several symbols**: every label as one equal-weight, cash-shared portfolio over the symbols
-  (:func:`backtest.universe.portfolio.simulate_universe`, rebalancing rule stated there), judged
-  against the equal-weight universe buy & hold with the same verdict function and flagged for few
-  trades / low exposure; forecast metrics pooled over every symbol's test bars (price errors left
-  out); for each model x strategy, on how many symbols it beats persistence (DM) and buy & hold
-  (bootstrap Sharpe difference): the two-sided p-values of its symbols adjusted by **Holm**
-  (family-wise error) and **Benjamini-Hochberg** (false discovery rate), a symbol counting when the
-  adjusted p < ``backtest.significance_level`` and the point estimate favours the model (an
-  undefined test counts as p = 1); the deflated Sharpe over the universe portfolios and over every
-  symbol x model x strategy tried.
+  (:func:`backtest.universe.portfolio.simulate_universe`), judged against the equal-weight buy & hold
+  with the same verdict function; forecast metrics pooled over the symbols; for each model x strategy,
+  on how many symbols it beats persistence (DM) and buy & hold (bootstrap), with Holm and
+  Benjamini-Hochberg adjusted p-values (:func:`beat_count`); the deflated Sharpe over the universe
+  portfolios and over every symbol x model x strategy tried.
 
 Units as in :mod:`backtest.metrics`: returns and drawdowns are fractions, Sharpe ratios annualised
 with the timeframe's bars per year (365 for ``1d``, 8,760 for ``1h``), stated in ``RunMetrics.run``.
@@ -25,8 +19,10 @@ Every signal decided at the close of bar t is traded at the open of bar t+1.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -53,6 +49,7 @@ DM_TEST = "Diebold-Mariano (HLN, squared error)"
 EW_BH = "equal-weight buy & hold"
 #: Regression fields left out of metrics pooled over several symbols (they would mix price scales).
 PRICE_FIELDS = ("price_mae", "price_rmse", "price_mae_ratio", "price_rmse_ratio")
+T = TypeVar("T")
 
 
 @dataclass
@@ -97,12 +94,12 @@ def decide(estimate_sign: float | None, p_two_sided: float | None, level: float)
 
 
 def sharpe_verdict(boot: SharpeDiffBootstrap | None, sharpe: float | None, bh_sharpe: float | None,
-                   level: float) -> Verdict:
-    """Against buy & hold on annualised Sharpe, from the two-sided bootstrap p-value."""
+                   level: float, against: str = "buy & hold") -> Verdict:
+    """Against buy & hold (``against``) on annualised Sharpe, from the two-sided bootstrap p-value."""
     p = boot.p_value_two_sided if boot else None
     diff = boot.sharpe_diff if boot else None
     note = boot.note if boot and p is None else (None if boot else "no bootstrap")
-    return Verdict(outcome=decide(diff, p, level), against="buy & hold", measure="sharpe", test=BOOTSTRAP_TEST,
+    return Verdict(outcome=decide(diff, p, level), against=against, measure="sharpe", test=BOOTSTRAP_TEST,
                    sided="two-sided", level=level, p_value=p, estimate=sharpe, benchmark_value=bh_sharpe, note=note)
 
 
@@ -114,26 +111,21 @@ def forecast_verdict(reg: RegressionMetrics, dm: DieboldMariano, level: float) -
                    estimate=reg.mse_ratio, benchmark_value=1.0, note=dm.note)
 
 
+def _test_block(tp: type[T], d: dict[str, Any], **renamed: str) -> T:
+    """A test's schema block from its result dict (:mod:`backtest.significance`): field ``f`` from key
+    ``renamed.get(f, f)``, float fields through :func:`finite`, counts and notes as they are."""
+    hints = typing.get_type_hints(tp)
+    values = {f.name: d.get(renamed.get(f.name, f.name)) for f in dataclasses.fields(tp)}  # type: ignore[arg-type]
+    return tp(**{k: finite(v) if hints[k] == float | None else v for k, v in values.items()})
+
+
 def _dm(d: dict[str, Any]) -> DieboldMariano:
-    return DieboldMariano(statistic=finite(d.get("statistic")), p_value_two_sided=finite(d.get("p_value")),
-                          p_value_one_sided_model_better=finite(d.get("p_value_less")),
-                          mean_loss_diff=finite(d.get("mean_loss_diff")), n=d.get("n"), h=d.get("h"),
-                          note=d.get("note"))
-
-
-def _pt(d: dict[str, Any]) -> PesaranTimmermann:
-    return PesaranTimmermann(statistic=finite(d.get("statistic")), p_value_one_sided_skill=finite(d.get("p_value")),
-                             hit_rate=finite(d.get("hit_rate")), expected_hit_rate=finite(d.get("expected_hit_rate")),
-                             n=d.get("n"), note=d.get("note"))
+    return _test_block(DieboldMariano, d, p_value_two_sided="p_value", p_value_one_sided_model_better="p_value_less")
 
 
 def _boot(d: dict[str, Any]) -> SharpeDiffBootstrap:
-    return SharpeDiffBootstrap(
-        sharpe_diff=finite(d.get("sharpe_diff")), ci_low=finite(d.get("ci_low")), ci_high=finite(d.get("ci_high")),
-        p_value_one_sided_better=finite(d.get("p_value")), p_value_one_sided_worse=finite(d.get("p_value_worse")),
-        p_value_two_sided=finite(d.get("p_value_two_sided")), n_boot=d.get("n_boot"), block=finite(d.get("block")),
-        sharpe_strategy=finite(d.get("sharpe_strategy")), sharpe_benchmark=finite(d.get("sharpe_benchmark")),
-        n=d.get("n"), note=d.get("note"))
+    return _test_block(SharpeDiffBootstrap, d, p_value_one_sided_better="p_value",
+                       p_value_one_sided_worse="p_value_worse")
 
 
 def model_metrics(cfg: Config, predictions: pd.DataFrame) -> dict[str, ModelMetrics]:
@@ -142,7 +134,6 @@ def model_metrics(cfg: Config, predictions: pd.DataFrame) -> dict[str, ModelMetr
     out: dict[str, ModelMetrics] = {}
     for model, g in predictions.groupby("model", sort=False):
         per_seed: dict[str, SeedModelMetrics] = {}
-        raw: list[dict[str, Any]] = []
         for seed, s in g.groupby("seed"):
             yt, yp = s["y_true"].to_numpy(), s["y_pred"].to_numpy()
             c, r = classification(yt, yp > 0), regression(yt, yp, s["close"].to_numpy())
@@ -152,25 +143,16 @@ def model_metrics(cfg: Config, predictions: pd.DataFrame) -> dict[str, ModelMetr
             is_pers = cfg.models[str(model)].type == "persistence"
             per_seed[str(seed)] = SeedModelMetrics(
                 classification=build(ClassificationMetrics, c), regression=reg,
-                significance=ForecastSignificance(dm, _pt(ms["pesaran_timmermann"])),
+                significance=ForecastSignificance(dm, _test_block(PesaranTimmermann, ms["pesaran_timmermann"],
+                                                                  p_value_one_sided_skill="p_value")),
                 verdict_vs_persistence=None if is_pers else forecast_verdict(reg, dm, level))
-            raw.append(per_seed[str(seed)])
         block = ModelMetrics(type=cfg.models[str(model)].type, per_seed=per_seed)
-        if len(per_seed) > 1:
-            dicts = [_numbers(m) for m in raw]
-            mean, std = mean_std(dicts)
+        if len(per_seed) > 1:  # mean/std of the numbers across seeds (verdicts left out)
+            mean, std = mean_std([{k: v for k, v in asdict(m).items() if k != "verdict_vs_persistence"}
+                                  for m in per_seed.values()])
             block.mean, block.std = build(SeedModelMetrics, mean), build(SeedModelMetrics, std)
         out[str(model)] = block
     return out
-
-
-def _numbers(block: Any) -> dict[str, Any]:
-    """A block's numeric fields as a nested dict (for mean/std across seeds)."""
-    from dataclasses import asdict
-
-    d = asdict(block)
-    d.pop("verdict_vs_persistence", None)
-    return d
 
 
 def flags_of(p: PortfolioMetrics, min_trades: int, min_exposure: float) -> list[str]:
@@ -209,51 +191,63 @@ def evaluate_symbol(cfg: Config, predictions: pd.DataFrame, bars: pd.DataFrame, 
     decided on such a bar (:func:`strategies.signals.hold_on_synthetic`)."""
     symbol = symbol or cfg.data.symbol
     ppy = periods_per_year(timeframe)
-    bt = cfg.backtest
-    level = bt.significance_level
     signals, specs = build_signals(cfg, predictions, bars)
     signals = hold_on_synthetic(signals, synthetic)  # a repaired bar is never traded on as if real
-    sim = simulate(signals, bars, bt, timeframe, synthetic=synthetic)
+    sim = simulate(signals, bars, cfg.backtest, timeframe, synthetic=synthetic)
     returns = sim.portfolio.returns()  # type: ignore[attr-defined]
     bh_label = next(s.label for s in specs if s.strategy_type == "buy_and_hold")
-    bh_ret = returns[bh_label].to_numpy()
     models = model_metrics(cfg, predictions)
     stats = {s.label: build(PortfolioMetrics, portfolio_stats(sim.portfolio, s.label, ppy, sim.positions[s.label].iloc[1:]))
              for s in specs}
-    bh_sharpe = stats[bh_label].sharpe
     portfolios: dict[str, PortfolioResult] = {}
     for spec in specs:
-        p = stats[spec.label]
         cls = None
         if spec.model is not None:
             seed_preds = predictions[predictions["seed"] == spec.seed]
             y_true = seed_preds.drop_duplicates("timestamp").set_index("timestamp")["y_true"].reindex(signals.index)
             cls = build(ClassificationMetrics, classification(y_true.to_numpy(), signals[spec.label].to_numpy()))
-        boot = None
-        if spec.strategy_type == "buy_and_hold":
-            verdict = Verdict(outcome="benchmark", against="buy & hold", level=level, estimate=p.sharpe,
-                              benchmark_value=p.sharpe)
-        else:
-            boot = _boot(sig.bootstrap_sharpe_diff(returns[spec.label].to_numpy()[1:], bh_ret[1:], periods_per_year=ppy,
-                                                   n_boot=bt.bootstrap_samples, seed=cfg.run.seeds[0]))
-            verdict = sharpe_verdict(boot, p.sharpe, bh_sharpe, level)
-        flags = [] if spec.strategy_type == "buy_and_hold" else flags_of(p, bt.min_trades, bt.min_exposure)
-        portfolios[spec.label] = PortfolioResult(
-            label=spec.label, model=spec.model, strategy=spec.strategy, strategy_type=spec.strategy_type,
-            seed=spec.seed, portfolio=p, verdict=verdict, classification=cls, sharpe_vs_buy_and_hold=boot, flags=flags)
+        portfolios[spec.label] = _judged(cfg, spec, stats, returns, bh_label, ppy, cls,
+                                         benchmark=spec.strategy_type == "buy_and_hold")
     tried = [s.label for s in specs if s.model is not None]
     dsr = deflated_sharpe(returns.iloc[1:], tried, {lab: portfolios[lab].portfolio.sharpe for lab in tried})
     rep = bar_repairs(signals, synthetic, sim)
-    run = RunInfo(
-        name=cfg.run.name, symbol=symbol, quote=quote_of(symbol),
-        timeframe=timeframe, periods_per_year=ppy, first_test_bar=signals.index[0].isoformat(),
-        last_test_bar=signals.index[-1].isoformat(), test_bars=len(signals), fees=bt.fees, slippage=bt.slippage,
-        init_cash=bt.init_cash, seeds=list(cfg.run.seeds), significance_level=level, min_trades=bt.min_trades,
-        min_exposure=bt.min_exposure, symbols=[symbol], n_symbols=1, bar_seconds=timeframe_seconds(timeframe),
-        synthetic_bars=rep.synthetic_bars, signals_held=rep.signals_held, fills_moved=rep.fills_moved)
-    metrics = SymbolMetrics(run=run, summary=_summary(portfolios, models), models=models, portfolios=portfolios,
+    run = _run_info(cfg, timeframe, symbol=symbol, quote=quote_of(symbol), first_test_bar=signals.index[0].isoformat(),
+                    last_test_bar=signals.index[-1].isoformat(), test_bars=len(signals), symbols=[symbol], n_symbols=1,
+                    synthetic_bars=rep.synthetic_bars, signals_held=rep.signals_held, fills_moved=rep.fills_moved)
+    rows = sorted((_row(b, _seed_block(models, b)) for b in portfolios.values()), key=lambda r: _sort_key(r.sharpe))
+    metrics = SymbolMetrics(run=run, summary=rows, models=models, portfolios=portfolios,
                             deflated_sharpe=dsr, across_seeds=_seed_means(portfolios, specs))
     return SymbolEvaluation(metrics, sim.equity, trades_table(sim), signals, sim)
+
+
+def _judged(cfg: Config, spec: Any, stats: dict[str, PortfolioMetrics], returns: pd.DataFrame, bh_label: str,
+            ppy: float, cls: ClassificationMetrics | None, *, benchmark: bool,
+            against: str = "buy & hold") -> PortfolioResult:
+    """``spec``'s portfolio with its verdict against buy & hold (column ``bh_label`` of the per-bar ``returns``;
+    the stationary bootstrap of the Sharpe difference) and its flags; the ``benchmark`` itself gets neither."""
+    bt, p = cfg.backtest, stats[spec.label]
+    boot = None
+    if benchmark:
+        verdict = Verdict(outcome="benchmark", against=against, level=bt.significance_level, estimate=p.sharpe,
+                          benchmark_value=p.sharpe)
+    else:
+        boot = _boot(sig.bootstrap_sharpe_diff(returns[spec.label].to_numpy()[1:], returns[bh_label].to_numpy()[1:],
+                                               periods_per_year=ppy, n_boot=bt.bootstrap_samples,
+                                               seed=cfg.run.seeds[0]))
+        verdict = sharpe_verdict(boot, p.sharpe, stats[bh_label].sharpe, bt.significance_level, against)
+    flags = [] if spec.strategy_type == "buy_and_hold" else flags_of(p, bt.min_trades, bt.min_exposure)
+    return PortfolioResult(label=spec.label, model=spec.model, strategy=spec.strategy, strategy_type=spec.strategy_type,
+                           seed=spec.seed, portfolio=p, verdict=verdict, classification=cls,
+                           sharpe_vs_buy_and_hold=boot, flags=flags)
+
+
+def _run_info(cfg: Config, timeframe: str, **fields: Any) -> RunInfo:
+    """The run block: ``fields`` (market, test span, repairs) and what every run states from ``cfg``."""
+    bt = cfg.backtest
+    return RunInfo(name=cfg.run.name, timeframe=timeframe, periods_per_year=periods_per_year(timeframe), fees=bt.fees,
+                   slippage=bt.slippage, init_cash=bt.init_cash, seeds=list(cfg.run.seeds),
+                   significance_level=bt.significance_level, min_trades=bt.min_trades, min_exposure=bt.min_exposure,
+                   bar_seconds=timeframe_seconds(timeframe), **fields)
 
 
 def quote_of(symbol: str) -> str:
@@ -286,10 +280,8 @@ def evaluate(cfg: Config, predictions: pd.DataFrame, bars: dict[str, pd.DataFram
         per[s] = evaluate_symbol(scfg, preds, bars[s], timeframe, synthetic.get(s), symbol=s)
     if len(symbols) == 1:
         ev = per[symbols[0]]
-        m = ev.metrics
-        metrics = RunMetrics(run=m.run, summary=m.summary, models=m.models, portfolios=m.portfolios,
-                             deflated_sharpe=m.deflated_sharpe, across_seeds=m.across_seeds)
-        return Evaluation(metrics, ev.equity, ev.trades, {symbols[0]: ev.signals}, {symbols[0]: ev.simulation})
+        return Evaluation(RunMetrics(**vars(ev.metrics)), ev.equity, ev.trades, {symbols[0]: ev.signals},
+                          {symbols[0]: ev.simulation})
     return _evaluate_several(cfg, predictions, bars, timeframe, per, synthetic)
 
 
@@ -344,31 +336,16 @@ def _evaluate_several(cfg: Config, predictions: pd.DataFrame, bars: dict[str, pd
     universe: dict[str, PortfolioResult] = {}
     rows: list[SummaryRow] = []
     for lab in uni_labels:
-        spec, p = ports0[lab], stats[lab]
-        boot = None
-        if lab == UNIVERSE_BH:
-            verdict = Verdict(outcome="benchmark", against=EW_BH, level=level, estimate=p.sharpe, benchmark_value=p.sharpe)
-        else:
-            boot = _boot(sig.bootstrap_sharpe_diff(uret[lab].to_numpy()[1:], uret[UNIVERSE_BH].to_numpy()[1:],
-                                                   periods_per_year=ppy, n_boot=bt.bootstrap_samples, seed=cfg.run.seeds[0]))
-            verdict = sharpe_verdict(boot, p.sharpe, bh.sharpe, level)
-            verdict.against = EW_BH
+        spec = ports0[lab]
         cls = (build(ClassificationMetrics, _pooled_signal_classification(predictions, uni_signals[lab], active, spec))
                if spec.model is not None else None)
-        flags = [] if spec.strategy_type == "buy_and_hold" else flags_of(p, bt.min_trades, bt.min_exposure)
-        universe[lab] = PortfolioResult(label=lab, model=spec.model, strategy=spec.strategy,
-                                        strategy_type=spec.strategy_type, seed=spec.seed, portfolio=p, verdict=verdict,
-                                        classification=cls, sharpe_vs_buy_and_hold=boot, flags=flags)
+        b = universe[lab] = _judged(cfg, spec, stats, uret, UNIVERSE_BH, ppy, cls, benchmark=lab == UNIVERSE_BH,
+                                    against=EW_BH)
         beats_bh, beats_pers = _beat_counts(cfg, spec, symbols, sym_metrics, level)
-        c = cls or ClassificationMetrics()
-        rows.append(SummaryRow(
-            portfolio=lab, model=spec.model, strategy=spec.strategy, seed=spec.seed,
-            total_return=p.total_return, cagr=p.cagr, sharpe=p.sharpe, sortino=p.sortino, max_drawdown=p.max_drawdown,
-            trades=p.trades, exposure=p.exposure, precision=c.precision, recall=c.recall, f1=c.f1, mse_ratio=None,
-            sharpe_diff_p_value_two_sided=boot.p_value_two_sided if boot else None, verdict=verdict, flags=flags,
-            strategy_type=spec.strategy_type, bh_total_return=bh.total_return, bh_sharpe=bh.sharpe,
-            bh_max_drawdown=bh.max_drawdown, sharpe_diff=boot.sharpe_diff if boot else None,
-            beats_buy_and_hold=beats_bh, beats_persistence=beats_pers))
+        boot = b.sharpe_vs_buy_and_hold
+        rows.append(_row(b, strategy_type=spec.strategy_type, bh_total_return=bh.total_return, bh_sharpe=bh.sharpe,
+                         bh_max_drawdown=bh.max_drawdown, sharpe_diff=boot.sharpe_diff if boot else None,
+                         beats_buy_and_hold=beats_bh, beats_persistence=beats_pers))
     rows.sort(key=lambda r: _sort_key(r.sharpe))
 
     model_labels = [lab for lab in labels if ports0[lab].model is not None]
@@ -379,13 +356,10 @@ def _evaluate_several(cfg: Config, predictions: pd.DataFrame, bars: dict[str, pd
              for lab, r in universe.items()]
     reps = {s: BarRepairs(m.run.synthetic_bars, m.run.signals_held, m.run.fills_moved) for s, m in sym_metrics.items()}
     quotes = {quote_of(s) for s in symbols}
-    run = RunInfo(
-        name=cfg.run.name, symbol=f"universe of {len(symbols)} symbols",
-        quote=quotes.pop() if len(quotes) == 1 else "quote", timeframe=timeframe, periods_per_year=ppy,
-        first_test_bar=usim.equity.index[0].isoformat(), last_test_bar=active.index[-1].isoformat(),
-        test_bars=len(active), fees=bt.fees, slippage=bt.slippage, init_cash=bt.init_cash, seeds=list(cfg.run.seeds),
-        significance_level=level, min_trades=bt.min_trades, min_exposure=bt.min_exposure,
-        symbols=symbols, n_symbols=len(symbols), bar_seconds=timeframe_seconds(timeframe),
+    run = _run_info(
+        cfg, timeframe, symbol=f"universe of {len(symbols)} symbols",
+        quote=quotes.pop() if len(quotes) == 1 else "quote", first_test_bar=usim.equity.index[0].isoformat(),
+        last_test_bar=active.index[-1].isoformat(), test_bars=len(active), symbols=symbols, n_symbols=len(symbols),
         pooled=bool(getattr(cfg.features, "pooled", False)),
         synthetic_bars=sum(r.synthetic_bars for r in reps.values()),
         signals_held=sum(r.signals_held for r in reps.values()),
@@ -426,41 +400,36 @@ def deflated_sharpe(returns: pd.DataFrame, trials: list[str], sharpes: dict[str,
         return DeflatedSharpe(note="no model strategies")
     best = max(trials, key=lambda lab: sharpes.get(lab) if sharpes.get(lab) is not None else -np.inf)
     d = sig.deflated_sharpe_from_returns(returns[trials], best)
-    return DeflatedSharpe(
-        n_trials=int(d["n_trials"]), trials=list(trials), selected=str(best), dsr=finite(d.get("dsr")),
-        psr=finite(d.get("psr")), sr0=finite(d.get("sr0")), statistic=finite(d.get("statistic")),
-        p_value=finite(d.get("p_value")), sharpe=finite(d.get("sharpe")), n_obs=d.get("n_obs"),
-        skew=finite(d.get("skew")), kurtosis=finite(d.get("kurtosis")), sharpe_variance=finite(d.get("sharpe_variance")),
-        note=d.get("note"))
+    return _test_block(DeflatedSharpe, {**d, "n_trials": int(d["n_trials"]), "trials": list(trials),
+                                         "selected": str(best)})
 
 
 def _sort_key(sharpe: float | None) -> float:
     return -(sharpe if sharpe is not None else -np.inf)
 
 
-def _summary(portfolios: dict[str, PortfolioResult], models: dict[str, ModelMetrics]) -> list[SummaryRow]:
-    rows = []
-    for label, b in portfolios.items():
-        p, c = b.portfolio, b.classification or ClassificationMetrics()
-        mb = None
-        if b.model in models:
-            seeds = models[b.model].per_seed
-            mb = seeds.get(str(b.seed)) or next(iter(seeds.values()))
-        rows.append(SummaryRow(
-            portfolio=label, model=b.model, strategy=b.strategy, seed=b.seed, total_return=p.total_return,
-            cagr=p.cagr, sharpe=p.sharpe, sortino=p.sortino, max_drawdown=p.max_drawdown, trades=p.trades,
-            exposure=p.exposure, precision=c.precision, recall=c.recall, f1=c.f1,
-            mse_ratio=mb.regression.mse_ratio if mb else None,
-            sharpe_diff_p_value_two_sided=b.sharpe_vs_buy_and_hold.p_value_two_sided if b.sharpe_vs_buy_and_hold else None,
-            verdict=b.verdict, forecast_verdict=mb.verdict_vs_persistence if mb else None, flags=list(b.flags)))
-    rows.sort(key=lambda r: _sort_key(r.sharpe))
-    return rows
+def _seed_block(models: dict[str, ModelMetrics], b: PortfolioResult) -> SeedModelMetrics | None:
+    """The forecast metrics of ``b``'s model and seed (its first seed's for an ensemble); None for baselines."""
+    if b.model not in models:
+        return None
+    seeds = models[b.model].per_seed
+    return seeds.get(str(b.seed)) or next(iter(seeds.values()))
+
+
+def _row(b: PortfolioResult, mb: SeedModelMetrics | None = None, **several: Any) -> SummaryRow:
+    """``b``'s summary row; ``mb``: its model's forecast metrics (one symbol); ``several``: the fields only a run of
+    several symbols has."""
+    p, c, boot = b.portfolio, b.classification or ClassificationMetrics(), b.sharpe_vs_buy_and_hold
+    return SummaryRow(
+        portfolio=b.label, model=b.model, strategy=b.strategy, seed=b.seed, total_return=p.total_return, cagr=p.cagr,
+        sharpe=p.sharpe, sortino=p.sortino, max_drawdown=p.max_drawdown, trades=p.trades, exposure=p.exposure,
+        precision=c.precision, recall=c.recall, f1=c.f1, mse_ratio=mb.regression.mse_ratio if mb else None,
+        sharpe_diff_p_value_two_sided=boot.p_value_two_sided if boot else None, verdict=b.verdict,
+        forecast_verdict=mb.verdict_vs_persistence if mb else None, flags=list(b.flags), **several)
 
 
 def _seed_means(portfolios: dict[str, PortfolioResult], specs: list[PortfolioSpec]) -> dict[str, AcrossSeeds]:
     """With several seeds, mean/std across seeds for each model x strategy."""
-    from dataclasses import asdict
-
     groups: dict[str, list[str]] = {}
     for s in specs:
         if s.seed is not None and s.label.endswith(f"/seed={s.seed}"):

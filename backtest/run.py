@@ -2,18 +2,12 @@
 
 :func:`run_forecasts` is the forecasting half of ``walkforward run`` and the Python API a notebook uses: it
 writes the run directory's ``config.toml``, ``fingerprint.txt``, ``folds/``, ``predictions.csv`` and
-``meta.json`` and returns the predictions. A single-symbol config is a universe of one: one plan
-(:func:`backtest.folds.plan.plan_run`), one executor protocol (:func:`backtest.folds.execute.execute`),
-one fold store. What differs with the number of symbols is only the layout the run directory has always
-had: the ``predictions.csv`` of a run of several symbols has a ``symbol`` column after ``timestamp`` (a
-one-symbol run's has none, whether its config names ``symbol`` or ``symbols = [one]``) and its per-symbol
-folds live under ``folds/<SYMBOL>/``; ``meta.json`` describes each symbol's data under ``data.<SYMBOL>``.
-Nothing is written before the config, the data and the fold plan are valid (and, on Ray, the cluster
-answers).
+``meta.json`` (layout: docs/design.md, "Run directory"; a ``symbol`` column and ``folds/<SYMBOL>/`` only
+for several symbols, whether a one-symbol config names ``symbol`` or ``symbols = [one]``). Nothing is
+written before the config, the data and the fold plan are valid (and, on Ray, the cluster answers).
 """
 from __future__ import annotations
 
-import json
 import platform
 import sys
 from dataclasses import dataclass
@@ -66,11 +60,6 @@ class ForecastRun:
     def n_folds(self) -> int:
         return self.plan.n_folds
 
-    @property
-    def universe(self) -> bool:
-        """Whether the predictions carry a ``symbol`` column (the run has several symbols)."""
-        return "symbol" in self.predictions.columns
-
 
 def assemble_predictions(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], horizon: int,
                          with_symbol: bool) -> pd.DataFrame:
@@ -120,26 +109,15 @@ def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = Fal
     with session(wf.executor, cfg.ray):
         resumed = check_or_claim(run_dir, forecast_fingerprint(cfg, data.sha256))
         write_text(run_dir / "config.toml", cfg.to_toml())
-        bar = _progress(len(plan.tasks), plan.n_folds, progress)
-        results = execute(plan.tasks, data.bars, FoldStore(run_dir), wf.executor, wf.workers, cfg.ray, on_result=bar)
-        if hasattr(bar, "close"):
-            bar.close()
-    forecasts = _collect(results)
+        bar, update = _progress(len(plan.tasks), plan.n_folds, progress)
+        results = execute(plan.tasks, data.bars, FoldStore(run_dir), wf.executor, wf.workers, cfg.ray, on_result=update)
+        bar.close()
+    forecasts = pd.concat([r.forecasts.assign(model=r.task_key[0], seed=r.task_key[1]) for r in results],
+                          ignore_index=True)  # timestamp, symbol, fold, y_pred_h1..hK, model, seed
     preds = assemble_predictions(forecasts, data.bars, cfg.features.horizon, len(data.symbols) > 1)
     write_text(run_dir / "predictions.csv", preds.to_csv(index=False, float_format="%.10g"))
     write_json(run_dir / "meta.json", run_meta(cfg, data, plan, results, started, resumed))
     return ForecastRun(run_dir, data, preds, _history(results), resumed, plan)
-
-
-def _collect(results: list[FoldResult]) -> pd.DataFrame:
-    """Fold forecasts as one frame: timestamp, symbol, model, seed, fold, y_pred_h1..hK."""
-    parts = []
-    for r in results:
-        df = r.forecasts.copy()
-        df.insert(2, "model", r.task_key[0])
-        df.insert(3, "seed", r.task_key[1])
-        parts.append(df)
-    return pd.concat(parts, ignore_index=True)
 
 
 def _history(results: list[FoldResult]) -> pd.DataFrame:
@@ -170,7 +148,6 @@ def run_meta(cfg: Config, data: UniverseData, plan: RunPlan, results: list[FoldR
             "first_test_bar": b.index[folds[0].test_start].isoformat() if folds else None,
             "last_test_bar": b.index[folds[-1].test_stop - 1].isoformat() if folds else None,
         }
-    tested = [p for p in per.values() if p["first_test_bar"]]
     meta: dict[str, Any] = {"versions": package_versions()}
     if len(data.symbols) == 1:  # a run of one symbol is not a universe, however its config names it
         meta["data"] = per[plan.symbols[0]]
@@ -182,8 +159,8 @@ def run_meta(cfg: Config, data: UniverseData, plan: RunPlan, results: list[FoldR
     meta.update({
         "seeds": cfg.run.seeds,
         "folds": plan.n_folds,
-        "first_test_bar": min(p["first_test_bar"] for p in tested) if tested else None,
-        "last_test_bar": max(p["last_test_bar"] for p in tested) if tested else None,
+        "first_test_bar": min((p["first_test_bar"] for p in per.values() if p["first_test_bar"]), default=None),
+        "last_test_bar": max((p["last_test_bar"] for p in per.values() if p["last_test_bar"]), default=None),
         "started": started.isoformat(),
         "finished": pd.Timestamp.now(tz="UTC").isoformat(),
         "resumed": resumed,
@@ -203,21 +180,13 @@ def progress_text(r: FoldResult, n_folds: int) -> str:
 
 
 def _progress(total: int, n_folds: int, enabled: bool):  # type: ignore[no-untyped-def]
-    """A tqdm bar over fold tasks (stderr), or a no-op callback."""
-    if not enabled:
-        return lambda r: None
+    """A tqdm bar over fold tasks (stderr; silent unless ``enabled``) and the callback that advances it."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="fold", file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="fold", file=sys.stderr, dynamic_ncols=True, disable=not enabled)
 
     def update(r: FoldResult) -> None:
         bar.set_postfix_str(progress_text(r, n_folds))
         bar.update(1)
 
-    update.close = bar.close  # type: ignore[attr-defined]
-    return update
-
-
-def json_dumps(obj: Any) -> str:
-    """JSON for the terminal."""
-    return json.dumps(obj, indent=2, default=str)
+    return bar, update

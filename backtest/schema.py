@@ -33,13 +33,10 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 #: Version of the metrics.json layout written by this code.
 SCHEMA_VERSION = 3
-
-Outcome = Literal["beats", "worse", "not_distinguishable", "undefined", "benchmark"]
-OUTCOMES: tuple[str, ...] = ("beats", "worse", "not_distinguishable", "undefined", "benchmark")
 
 
 class SchemaError(ValueError):
@@ -576,10 +573,6 @@ class RunMetrics(SymbolMetrics):
         from backtest.atomic import write_text
 
         return write_text(Path(path), self.to_json() + "\n")
-
-    @property
-    def n_symbols(self) -> int:
-        return self.run.n_symbols
 
 
 # --------------------------------------------------------------------------- (de)serialisation

@@ -1,9 +1,8 @@
 """Report figures: pure functions from run data to :class:`matplotlib.figure.Figure`.
 
-Every function takes the run-directory data as the engine writes it (see
-DESIGN.md, "Run directory") and returns a new Figure built with the
-object-oriented API (no pyplot, no global state, Agg-compatible), so it can be
-called from worker processes and tests alike. Nothing here reads files.
+Every function takes the run-directory data as the engine writes it (docs/design.md, "Run directory")
+and returns a new Figure built with the object-oriented API (no pyplot, no global state, Agg-compatible),
+so it can be called from worker processes and tests alike. Nothing here reads files.
 
 Time alignment, as everywhere in the project: a prediction row is stamped with
 bar ``t``, the last bar whose close the forecast saw; ``y_pred`` and ``y_true``
@@ -34,25 +33,11 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from backtest.schema import ModelMetrics, RunMetrics  # noqa: E402
+from backtest.schema import ModelMetrics, RunMetrics, finite  # noqa: E402
 
-__all__ = [
-    "FIGURE_NAMES",
-    "HEAT_METRICS",
-    "heat_matrix",
-    "heat_map",
-    "universe_figures",
-    "BASELINES",
-    "price_forecast",
-    "pred_vs_actual",
-    "training_loss",
-    "equity_curves",
-    "drawdown",
-    "confusion_matrices",
-    "fold_scores",
-    "fold_score_table",
-    "all_figures",
-]
+__all__ = ["FIGURE_NAMES", "HEAT_METRICS", "heat_matrix", "heat_map", "universe_figures", "BASELINES", "price_forecast",
+           "pred_vs_actual", "training_loss", "equity_curves", "drawdown", "confusion_matrices", "fold_scores",
+           "fold_score_table", "all_figures"]
 
 #: Stable figure names, in report order (also the PNG file stems).
 FIGURE_NAMES = ("price_forecast", "pred_vs_actual", "training_loss", "equity", "drawdown", "confusion", "fold_scores")
@@ -95,13 +80,7 @@ def _date_axis(ax: Axes) -> None:
 
 
 def _ncols(n: int) -> int:
-    if n <= 1:
-        return 1
-    if n <= 4:
-        return 2
-    if n <= 9:
-        return 3
-    return 4
+    return 1 if n <= 1 else 2 if n <= 4 else 3 if n <= 9 else 4
 
 
 def _grid(n: int, *, sharex: bool = True, sharey: bool = False, panel_h: float = _PANEL_H,
@@ -188,8 +167,7 @@ def _models(predictions: pd.DataFrame) -> list[str]:
 
 def _first_seed(frame: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
     """Rows of the lowest seed of one model's rows, and that seed."""
-    seeds = sorted(frame["seed"].unique())
-    seed = seeds[0]
+    seed = frame["seed"].min()
     return frame[frame["seed"] == seed], seed
 
 
@@ -206,16 +184,6 @@ def _legend_outside(fig: Figure, handles: list, labels: list[str], *, per_col: i
         fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(gs.right + 0.01, gs.top), **kw)
 
 
-def _is_baseline(label: str) -> bool:
-    return label in BASELINES
-
-
-def _portfolio_style(label: str, i: int) -> dict[str, Any]:
-    if label in _BASELINE_STYLE:
-        return dict(_BASELINE_STYLE[label])
-    return {"color": _color(i), "linewidth": 0.9, "linestyle": "-", "zorder": 3}
-
-
 def _clean_equity(equity: pd.DataFrame) -> pd.DataFrame:
     eq = equity.copy()
     eq.index = pd.DatetimeIndex(_naive_utc(eq.index))
@@ -227,15 +195,12 @@ def _clean_equity(equity: pd.DataFrame) -> pd.DataFrame:
 
 
 def price_forecast(predictions: pd.DataFrame, *, quote: str = "quote", zoom_bars: int = 120) -> Figure:
-    """Actual and predicted next close per model, over the whole test span.
+    """Actual and predicted next close per model, over the whole test span (lowest seed, log price axis).
 
-    For row ``t``: actual next close ``close[t] * exp(y_true)`` (= ``close[t+1]``)
-    and predicted next close ``pred_close`` (= ``close[t] * exp(y_pred)``), both
-    plotted at ``t``, the bar whose close the forecast saw. Up to four models are
-    overlaid, with a second panel zoomed on the last ``zoom_bars`` forecasts
-    (at full span a one-bar-ahead forecast is hard to tell from the price); more
-    models get one panel each. Log price axis; with several seeds the lowest
-    seed is shown. ``quote`` names the price currency in the axis label.
+    For row ``t``: actual next close ``close[t] * exp(y_true)`` (= ``close[t+1]``) and predicted next close
+    ``pred_close`` (= ``close[t] * exp(y_pred)``), both plotted at ``t``, the bar whose close the forecast
+    saw. Up to four models are overlaid, with a second panel on the last ``zoom_bars`` forecasts; more get
+    one panel each. ``quote`` names the price currency in the axis label.
     """
     if predictions.empty:
         return _message("no predictions", "Predicted vs actual next close")
@@ -300,14 +265,9 @@ def price_forecast(predictions: pd.DataFrame, *, quote: str = "quote", zoom_bars
 
 
 def pred_vs_actual(predictions: pd.DataFrame) -> Figure:
-    """Scatter of predicted vs actual next-bar change in %, one panel per model (all seeds).
-
-    Both axes are ``100 * (exp(log return) - 1)``. The dashed line is y = x (a
-    perfect forecast); points in the upper-right and lower-left quadrants have
-    the right direction. The view is clipped to the 0.5-99.5 % quantiles so a
-    few crash days do not squash the cloud; the panel says how many points fell
-    outside. The note gives the count, the correlation and the direction hit rate.
-    """
+    """Scatter of predicted vs actual next-bar change, ``100 * (exp(log return) - 1)`` in %, one panel per
+    model (all seeds): dashed y = x, the view clipped to the 0.5-99.5 % quantiles (the panel says how many
+    points fell outside), a note with the count, the correlation and the direction hit rate."""
     if predictions.empty:
         return _message("no predictions", "Predicted vs actual next-bar change")
     models = _models(predictions)
@@ -358,16 +318,12 @@ def _robust_limits(values: np.ndarray) -> tuple[float, float]:
 
 
 def training_loss(history: pd.DataFrame, *, max_curve_folds: int = 8) -> Figure:
-    """Training and validation loss of every walk-forward fold, one panel per model.
+    """Training and validation loss of every walk-forward fold, one panel per model (lowest seed).
 
-    With up to ``max_curve_folds`` folds per model the per-epoch curves are laid
-    end to end: x is the cumulative epoch (fold boundaries as faint vertical
-    lines), solid = training loss, dashed = validation loss, dots = each fold's
-    best (lowest) validation loss, the weights early stopping keeps. With more
-    folds the curves would be a saw-tooth, so each fold becomes one point in
-    time order instead: final training loss, best and final validation loss.
-    With several seeds the lowest seed is shown. Models without a training
-    history (persistence, linear) have no rows and no panel.
+    With up to ``max_curve_folds`` folds per model the per-epoch curves are laid end to end (x: cumulative
+    epoch; dots: each fold's best validation loss, the weights early stopping keeps); with more, each fold
+    is one point in time order (final training loss, best and final validation loss). Models without a
+    training history (persistence, linear) have no panel.
     """
     if history is None or history.empty or "loss" not in history:
         return _message("no trained models (no per-epoch history)", "Training and validation loss")
@@ -420,12 +376,10 @@ def training_loss(history: pd.DataFrame, *, max_curve_folds: int = 8) -> Figure:
 
 def _loss_curves(ax: Axes, folds: list[tuple[np.ndarray, np.ndarray]], legend: dict[str, Any]) -> None:
     offset = 0
-    xs, train, val, best_x, best_y, bounds = [], [], [], [], [], []
+    xs, best_x, best_y, bounds = [], [], [], []
     for t, v in folds:
         x = np.arange(offset, offset + len(t), dtype=float)
         xs.append(x)
-        train.append(t)
-        val.append(v)
         if np.isfinite(v).any():
             j = int(np.nanargmin(v))
             best_x.append(x[j])
@@ -434,8 +388,8 @@ def _loss_curves(ax: Axes, folds: list[tuple[np.ndarray, np.ndarray]], legend: d
         offset += len(t)
     # a NaN after each fold breaks the line at the boundary
     x_all = np.concatenate([np.append(x, np.nan) for x in xs])
-    t_all = np.concatenate([np.append(t, np.nan) for t in train])
-    v_all = np.concatenate([np.append(v, np.nan) for v in val])
+    t_all = np.concatenate([np.append(t, np.nan) for t, _ in folds])
+    v_all = np.concatenate([np.append(v, np.nan) for _, v in folds])
     if len(bounds) > 1:
         ax.vlines(np.asarray(bounds[1:]) - 0.5, 0, 1, transform=ax.get_xaxis_transform(),
                   color="0.8", linewidth=0.6, zorder=1)
@@ -467,12 +421,8 @@ def _loss_per_fold(ax: Axes, folds: list[tuple[np.ndarray, np.ndarray]], legend:
 
 
 def equity_curves(equity: pd.DataFrame, *, quote: str = "quote") -> Figure:
-    """Portfolio value over time, log scale; buy & hold in black and thicker.
-
-    Up to 12 non-baseline portfolios are overlaid in one axes (legend outside);
-    beyond that each gets its own panel with buy & hold drawn for reference.
-    Values are the equity *after* each bar, with fees and slippage paid.
-    """
+    """Portfolio value after each bar (fees and slippage paid), log scale; buy & hold in black and thicker.
+    Up to 12 non-baseline portfolios are overlaid, beyond that one panel each with buy & hold for reference."""
     if equity is None or equity.empty:
         return _message("no equity curves", "Equity")
     eq = _clean_equity(equity).where(lambda d: d > 0)
@@ -481,11 +431,8 @@ def equity_curves(equity: pd.DataFrame, *, quote: str = "quote") -> Figure:
 
 
 def drawdown(equity: pd.DataFrame) -> Figure:
-    """Underwater curves: ``100 * (equity / running max - 1)``, in % (0 = at a new high).
-
-    Overlay up to 12 non-baseline portfolios, small multiples beyond; buy & hold
-    in black for reference in every panel.
-    """
+    """Underwater curves: ``100 * (equity / running max - 1)``, in % (0 = at a new high); laid out as
+    :func:`equity_curves`."""
     if equity is None or equity.empty:
         return _message("no equity curves", "Drawdown")
     eq = _clean_equity(equity)
@@ -496,25 +443,22 @@ def drawdown(equity: pd.DataFrame) -> Figure:
 
 def _portfolio_figure(frame: pd.DataFrame, *, ylabel: str, log: bool, title: str, fill: bool = False) -> Figure:
     labels = list(frame.columns)
-    others = [c for c in labels if not _is_baseline(c)]
+    others = [c for c in labels if c not in BASELINES]
     bases = [c for c in BASELINES if c in labels]
     x = frame.index.to_numpy()
     if len(others) <= _MAX_OVERLAY_PORTFOLIOS:
         fig = Figure(figsize=(_WIDTH, 5.0), layout="constrained")
         ax = fig.add_subplot()
-        handles, names = [], []
-        for i, col in enumerate(others + bases):
-            style = _portfolio_style(col, others.index(col) if col in others else 0)
-            (h,) = ax.plot(x, frame[col].to_numpy(float), **style)
-            handles.append(h)
-            names.append(col)
+        handles = [ax.plot(x, frame[col].to_numpy(float), color=_color(i), linewidth=0.9, linestyle="-", zorder=3)[0]
+                   for i, col in enumerate(others)]
+        handles += [ax.plot(x, frame[col].to_numpy(float), **_BASELINE_STYLE[col])[0] for col in bases]
         if log:
             _log_y(ax)
         ax.set_ylabel(ylabel)
         ax.set_xlabel("Bar [UTC]")
         ax.grid(True, which="major", alpha=0.3)
         _date_axis(ax)
-        _legend_outside(fig, handles, names)
+        _legend_outside(fig, handles, others + bases)
         fig.suptitle(title + ("; black: buy & hold" if "buy_and_hold" in labels else ""))
         return fig
 
@@ -543,17 +487,13 @@ def _portfolio_figure(frame: pd.DataFrame, *, ylabel: str, log: bool, title: str
 
 
 def confusion_matrices(metrics: RunMetrics) -> Figure:
-    """One 2x2 direction confusion matrix per model, from ``metrics.models``.
-
-    Rows = actual next-bar direction, columns = predicted ("up" means log
-    return > 0, "down" means <= 0). Cells show the count and its share of all
-    forecasts; colour is that share. With several seeds the mean counts over the
-    seeds are shown (``metrics.models[m].mean``), else the single seed.
-    """
+    """One 2x2 direction confusion matrix per model, from ``metrics.models``: rows the actual next-bar
+    direction, columns the predicted ("up": log return > 0), cells the count and its share of all forecasts
+    (the colour); with several seeds the mean counts (``metrics.models[m].mean``)."""
     entries: list[tuple[str, dict[str, Any], str]] = []
     for model, block in metrics.models.items():
         cls, note = _classification_block(block)
-        if cls is not None and all(_finite(cls.get(k)) for k in ("tp", "fp", "tn", "fn")):
+        if cls is not None and all(finite(cls.get(k)) is not None for k in ("tp", "fp", "tn", "fn")):
             entries.append((str(model), cls, note))
     if not entries:
         return _message("no classification counts in metrics", "Direction confusion matrices")
@@ -591,22 +531,8 @@ def _classification_block(block: ModelMetrics) -> tuple[dict[str, Any] | None, s
     return None, ""
 
 
-def _seed_key(s: Any) -> tuple[int, Any]:
-    try:
-        return (0, int(s))
-    except (TypeError, ValueError):
-        return (1, str(s))
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
 def _fmt(v: Any, digits: int = 2) -> str:
-    return f"{float(v):.{digits}f}" if _finite(v) else "n/a"
+    return "n/a" if (f := finite(v)) is None else f"{f:.{digits}f}"
 
 
 # --------------------------------------------------------------------------- 7. fold scores
@@ -647,17 +573,12 @@ def fold_score_table(predictions: pd.DataFrame) -> pd.DataFrame:
 
 
 def fold_scores(predictions: pd.DataFrame) -> Figure:
-    """Direction accuracy and F1 of each fold over time, one panel per model.
-
-    Each point is one walk-forward test block, plotted at its first forecast
-    time (mean over seeds). Grey dashed: the fold's share of up bars (the
-    accuracy of always predicting up); dotted: 0.5.
-    """
+    """Direction accuracy and F1 of each fold, one panel per model: each point one walk-forward test block at
+    its first forecast time (mean over seeds); grey dashed: the fold's share of up bars; dotted: 0.5."""
     table = fold_score_table(predictions)
     if table.empty:
         return _message("no predictions", "Accuracy and F1 per fold")
-    models = list(dict.fromkeys(predictions["model"].astype(str)))
-    models = [m for m in models if m in set(table["model"])]
+    models = [m for m in _models(predictions) if m in set(table["model"])]
     fig, axes = _grid(len(models), sharex=True, sharey=True, legend=True, title_lines=2)
     h = {}
     for model, ax in zip(models, axes):

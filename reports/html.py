@@ -1,34 +1,14 @@
 """The run report: one self-contained HTML page (inline CSS, PNGs embedded as base64), for one symbol or several.
 
-The page opens offline: no scripts, no stylesheets or fonts from elsewhere, no
-external URLs. Numbers are kept as fractions in ``metrics.json`` and converted
-to percentages only here, for display; an undefined value (JSON ``null``, NaN)
-is shown as "n/a". Each column has one number format (fixed decimals, never a
-mix of fixed and scientific notation).
+The page opens offline: no scripts, no stylesheets or fonts from elsewhere, no external URLs. Numbers are
+kept as fractions in ``metrics.json`` and converted to percentages only here, for display; an undefined
+value (JSON ``null``, NaN) is shown as "n/a". Each column has one number format (fixed decimals, never a
+mix of fixed and scientific notation). Sections adapt to the number of symbols (:func:`render_report`).
+Every table puts the columns that answer its question first (cells of class ``ans``) so that they are on
+screen at 1,400 px; the other columns fold away in a ``<details>`` below it.
 
-Sections adapt to the number of symbols (``metrics.universe``):
-
-* **one symbol**: every portfolio against buy & hold (table ``summary``), run
-  information, forecast quality per model (``models``), the figures;
-* **several symbols** ("on how many symbols does each model beat the
-  baselines?", table ``symbols-beaten``): the universe portfolios against the
-  equal-weight buy & hold with the counts of symbols beaten (point, raw p, Holm,
-  BH), run information (symbols, rebalancing and multiple-testing rules), a
-  heat map per symbol, universe equity and drawdown, forecast quality pooled
-  over the symbols, the deflated Sharpe, and one folded section per symbol.
-
-Every table puts the columns that answer its question first (cells of class
-``ans``) so that they are on screen at 1,400 px; the other columns fold away in
-a ``<details>`` below it.
-
-Public surface:
-
-* :func:`render_report` -- metrics + figures -> HTML string (pure).
-* :func:`save_figures` -- figures -> ``folder/<name>.png`` (atomic writes).
-* :func:`write_report` -- everything for one run directory: ``figures/*.png`` and ``report.html``.
-
-The run-information block says what the data repair did: "N bars repaired; M signals held, K fills
-moved to the next real bar's open" (``RunInfo.synthetic_bars`` / ``signals_held`` / ``fills_moved``).
+:func:`render_report` (metrics + figures -> HTML string, pure), :func:`save_figures` (figures ->
+``folder/<name>.png``, atomic), :func:`write_report` (``figures/*.png`` and ``report.html`` of a run directory).
 """
 from __future__ import annotations
 
@@ -121,20 +101,9 @@ dl.run dd{margin:0}pre{font-size:.75rem;background:#f7f7f7;padding:.5rem;overflo
 # --------------------------------------------------------------------------- formatting
 
 
-def _num(v: Any) -> float | None:
-    """``v`` as a finite float, or None (None, NaN, inf, strings that are not numbers)."""
-    if isinstance(v, str):
-        try:
-            v = float(v)
-        except ValueError:
-            return None
-    return finite(v)
-
-
 def fmt_pct(v: Any, digits: int = 1, *, magnitude: bool = False, signed: bool = False) -> str:
     """A fraction as a percentage: 0.1234 -> "12.3%"; None/NaN -> "n/a"."""
-    f = _num(v)
-    if f is None:
+    if (f := finite(v)) is None:
         return "n/a"
     f = abs(f) if magnitude else f
     return f"{100 * f:+.{digits}f}%" if signed else f"{100 * f:.{digits}f}%"
@@ -143,25 +112,16 @@ def fmt_pct(v: Any, digits: int = 1, *, magnitude: bool = False, signed: bool = 
 def fmt_num(v: Any, digits: int = 2) -> str:
     """A number with ``digits`` decimals, always fixed-point so that a column reads in one format
     (-0.00137 with 2 digits is "-0.00" beside "0.17", never "-1.37e-03"); "n/a" if undefined."""
-    f = _num(v)
-    if f is None:
-        return "n/a"
-    return f"{f:.{digits}f}"
+    return "n/a" if (f := finite(v)) is None else f"{f:.{digits}f}"
 
 
 def fmt_p(v: Any) -> str:
     """A p-value: 3 decimals, "<0.001" below that."""
-    f = _num(v)
-    if f is None:
-        return "n/a"
-    return "<0.001" if f < 0.001 else f"{f:.3f}"
+    return "n/a" if (f := finite(v)) is None else "<0.001" if f < 0.001 else f"{f:.3f}"
 
 
 def fmt_int(v: Any) -> str:
-    f = _num(v)
-    if f is None:
-        return "n/a"
-    return f"{int(round(f)):,}" if float(f).is_integer() else f"{f:,.1f}"
+    return "n/a" if (f := finite(v)) is None else f"{int(round(f)):,}" if float(f).is_integer() else f"{f:,.1f}"
 
 
 def esc(v: Any) -> str:
@@ -206,17 +166,13 @@ def html_table(headers: Sequence[str | tuple[str, str]], rows: Iterable[Sequence
 OUTCOME_CLASS = {"beats": "good", "worse": "bad", "not_distinguishable": "", "undefined": "", "benchmark": ""}
 
 
-def verdict_class(verdict: Verdict | None) -> str:
-    """CSS class for a verdict: "good" for ``beats``, "bad" for ``worse``, none otherwise."""
-    return "" if verdict is None else OUTCOME_CLASS.get(verdict.outcome, "")
-
-
 def verdict_cell(verdict: Verdict | None, cls: str = "") -> Cell:
     """Short verdict text, coloured by its outcome (the benchmark's own row: no colour), the full sentence
     as a tooltip; ``cls``: extra CSS classes."""
     if verdict is None:
         return Cell("—", f"l {cls}".strip())
-    return Cell(verdict.short(), " ".join(c for c in ("l", verdict_class(verdict), cls) if c), title=verdict.text())
+    return Cell(verdict.short(), " ".join(c for c in ("l", OUTCOME_CLASS.get(verdict.outcome, ""), cls) if c),
+                title=verdict.text())
 
 
 def figure_png(fig: Figure | bytes, *, dpi: int = DPI) -> bytes:
@@ -256,14 +212,16 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
-def repairs_text(run: RunInfo) -> str:
-    """The run-information line on repaired bars: "N bars repaired; M signals held, K fills moved to the next
-    real bar's open" (each symbol's counts follow with several symbols)."""
-    def line(n: int, m: int, k: int) -> str:
-        return (f"{plural(n, 'bar')} repaired; {plural(m, 'signal')} held, "
-                f"{plural(k, 'fill')} moved to the next real bar's open")
+def _repairs_line(run: RunInfo) -> str:
+    """The repair counts of ``run`` in words: "N bars repaired; M signals held, K fills moved to the next ..."."""
+    return (f"{plural(run.synthetic_bars, 'bar')} repaired; {plural(run.signals_held, 'signal')} held, "
+            f"{plural(run.fills_moved, 'fill')} moved to the next real bar's open")
 
-    text = esc(line(run.synthetic_bars, run.signals_held, run.fills_moved))
+
+def repairs_text(run: RunInfo) -> str:
+    """The run-information line on repaired bars (:func:`_repairs_line`; each symbol's counts follow with
+    several symbols)."""
+    text = esc(_repairs_line(run))
     if run.bars_per_symbol:
         text += " (" + "; ".join(f"{esc(s)}: {r.synthetic_bars}, {r.signals_held}, {r.fills_moved}"
                                  for s, r in run.bars_per_symbol.items()) + ")"
@@ -328,12 +286,16 @@ def _run_info(metrics: RunMetrics) -> str:
     ]
     if run.exchange:
         items.insert(1, ("Exchange", esc(run.exchange)))
+    return _run_list(items, " (with a gap of the forecast horizon)")
+
+
+def _run_list(items: list[tuple[str, str]], gap: str = "") -> str:
+    """The run-information list and the out-of-sample note below it (``gap``: training's end before a test block)."""
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
-    return (f'<dl class="run" id="run-info">{dl}</dl>'
-            '<p class="note"><strong>Every number on this page is out of sample:</strong> each forecast was made '
-            "by a model trained only on bars before its walk-forward test block (with a gap of the forecast "
-            "horizon), and every signal decided at the close of bar t is traded at the open of bar t+1, with "
-            "the fees and slippage above.</p>")
+    return (f'<dl class="run" id="run-info">{dl}</dl><p class="note"><strong>Every number on this page is out of '
+            f"sample:</strong> each forecast was made by a model trained only on bars before its walk-forward test "
+            f"block{gap}, and every signal decided at the close of bar t is traded at the open of bar t+1, with the "
+            "fees and slippage above.</p>")
 
 
 def _summary_table(metrics: RunMetrics) -> str:
@@ -390,7 +352,7 @@ def _model_rows(metrics: SymbolMetrics) -> list[tuple[str, str, SeedModelMetrics
 
 
 def _with_std(value: str, std: Any, fmt) -> str:
-    s = _num(std)
+    s = finite(std)
     return value if s is None or value == "n/a" else f"{value} ± {fmt(s)}"
 
 
@@ -543,11 +505,7 @@ def _universe_run_info(m: RunMetrics) -> str:
         ("Multiple testing", esc(run.multiple_testing)),
         ("Flags", f"fewer than {run.min_trades} trades, or exposure below {fmt_pct(run.min_exposure, 1)} of the bars"),
     ]
-    dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
-    return (f'<dl class="run" id="run-info">{dl}</dl><p class="note"><strong>Every number on this page is out of '
-            "sample:</strong> each forecast was made by a model trained only on bars before its walk-forward test "
-            "block, and every signal decided at the close of bar t is traded at the open of bar t+1, with the fees "
-            "and slippage above.</p>")
+    return _run_list(items)
 
 
 def _dsr_table(m: RunMetrics) -> str:
@@ -602,10 +560,8 @@ def _symbol_section(m: RunMetrics, symbol: str, png: bytes | None) -> str:
            "(its own cash), log scale; signals decided at the close of bar t are traded at the open of t+1."
            "</figcaption></figure>") if png else ""
     span = f"{esc(info.run.first_test_bar[:10])} → {esc(info.run.last_test_bar[:10])}"
-    rep = info.run
     return (f'<details id="symbol-{esc(symbol)}"><summary><strong>{esc(symbol)}</strong> — test bars {span}</summary>'
-            f'<p class="note">{esc(plural(rep.synthetic_bars, "bar"))} repaired; {esc(plural(rep.signals_held, "signal"))} '
-            f"held, {esc(plural(rep.fills_moved, 'fill'))} moved to the next real bar's open.</p>"
+            f'<p class="note">{_repairs_line(info.run)}.</p>'
             + html_table(headers, body, row_classes=classes) + html_table(mh, mb) + fig + "</details>")
 
 
@@ -619,9 +575,12 @@ def render_report(metrics: RunMetrics, figures: Mapping[str, Figure | bytes], *,
     One symbol, top to bottom: the summary table (``metrics.summary`` in its given order, best first, each
     portfolio against buy & hold with its verdict), run information, the per-model metrics table, then
     every figure (embedded as ``data:image/png;base64``) with a caption saying what it shows and how it
-    is aligned in time. Several symbols: see the module docstring; ``figures`` then holds ``heatmap``,
-    ``universe_equity``, ``universe_drawdown`` and ``equity_<i>`` per symbol (i = position in
-    ``run.symbols``). ``figures`` values may be Figures or PNG bytes.
+    is aligned in time. Several symbols: the universe portfolios against the equal-weight buy & hold with
+    the counts of symbols beaten (table ``symbols-beaten``), run information, a heat map per symbol,
+    universe equity and drawdown, forecast quality pooled over the symbols, the deflated Sharpe and one
+    folded section per symbol; ``figures`` then holds ``heatmap``, ``universe_equity``,
+    ``universe_drawdown`` and ``equity_<i>`` per symbol (i = position in ``run.symbols``). ``figures``
+    values may be Figures or PNG bytes.
     """
     if metrics.universe is None:
         body = [

@@ -3,16 +3,14 @@
 A fold task's members each get only their bars ``[0, test_stop)`` (:func:`prepare`), so a fold is given
 no bar after its test block, whichever executor runs it. Every fitted transform is fit on the member's
 own fit rows only (normalisation is per symbol in a pooled fold) and applied unchanged to its
-validation and test rows. A pooled fold concatenates its members' fit and validation windows in
-universe order (``features.symbol_input = "onehot"`` appends one 0/1 channel per universe symbol) and
-trains one forecaster; every member's test windows are predicted by it and decoded with the member's
-own transform. A per-symbol fold is the pooled fold of one member.
+validation and test rows. A pooled fold concatenates its members' windows in universe order
+(``features.symbol_input = "onehot"`` appends one 0/1 channel per universe symbol) and trains one
+forecaster, whose test forecasts are decoded with each member's own transform; a per-symbol fold is
+the pooled fold of one member.
 
-:func:`run_unit` is the unit protocol: a ``group`` unit trains its cold-start folds of one architecture
-as one vectorised computation (:mod:`models.grouped`), a ``chain`` unit trains its folds one by one in
-order, each warm-started fold from the weights of the fold before it (held in memory; the first from
-``Unit.warm_weights``). The result of a fold does not depend on the executor, the worker or the other
-units: BLAS and TensorFlow run one thread per worker everywhere (:func:`single_threaded`).
+:func:`run_unit` is the unit protocol (units: :mod:`backtest.folds.units`); :func:`worker_unit` is how
+every worker -- a spawned process, a Ray worker, or this process -- calls it: TensorFlow and BLAS on one
+thread, so a fold's result does not depend on the executor, the worker or the other units.
 """
 from __future__ import annotations
 
@@ -21,7 +19,6 @@ import json
 import pickle
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,16 +28,15 @@ import pandas as pd
 
 from backtest.features import FoldTransform, feature_matrix, target_returns
 from backtest.folds.plan import FoldTask, Member, symbol_safe
-from backtest.folds.units import Unit, model_params
+from backtest.folds.units import Unit, model_params, needs_tensorflow
+from backtest.quiet import import_tensorflow
 
 
 @dataclass
 class FoldOutput:
     """A computed fold as data, before anything is written: ``forecasts`` (timestamp, symbol, fold,
     y_pred_h1..hK: predicted log returns r̂[t+1..t+K] of decision bar t), ``history`` (epoch, loss,
-    val_loss) and ``files``: paths relative to the fold folder mapped to their bytes (``forecasts.csv``,
-    ``history.csv``, ``transform.pkl`` or ``transforms/<SYMBOL>.pkl`` + ``members.json``,
-    ``training_log.csv``, ``model/...``). The driver writes it (:class:`backtest.folds.store.FoldStore`).
+    val_loss) and ``files``: the fold folder's files (:mod:`backtest.folds.store`) as relative path -> bytes.
     """
 
     folder: str
@@ -130,14 +126,13 @@ def prepare(task: FoldTask, bars: dict[str, pd.DataFrame]) -> PreparedFold:
     raw = model.target_space == "return"
     members = [_prepare_member(task, m, bars[m.symbol], raw) for m in task.members]
     vals = [p for p in members if p.X_val is not None and len(p.X_val)]
-    one = len(members) == 1
-    return PreparedFold(
-        task, members, model,
-        X_fit=members[0].X_fit if one else np.concatenate([p.X_fit for p in members]),
-        y_fit=members[0].y_fit if one else np.concatenate([p.y_fit for p in members]),
-        X_val=(vals[0].X_val if one else np.concatenate([p.X_val for p in vals])) if vals else None,  # type: ignore[misc]
-        y_val=(vals[0].y_val if one else np.concatenate([p.y_val for p in vals])) if vals else None,  # type: ignore[misc]
-        started=t0)
+
+    def cat(arrays: list[Any]) -> np.ndarray:
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+    return PreparedFold(task, members, model, X_fit=cat([p.X_fit for p in members]),
+                        y_fit=cat([p.y_fit for p in members]), X_val=cat([p.X_val for p in vals]) if vals else None,
+                        y_val=cat([p.y_val for p in vals]) if vals else None, started=t0)
 
 
 def _configure_backend(deterministic: bool) -> None:
@@ -170,13 +165,9 @@ def train_alone(prep: PreparedFold, cache: dict | None = None, warm_weights: lis
 
 def train_group(preps: list[PreparedFold], cache: dict | None = None) -> list[FoldOutput]:
     """Train prepared cold-start folds of one architecture as one vectorised computation
-    (:func:`models.grouped.fit_group`); returns each fold's output (:func:`finish`).
-
-    Each fold keeps its own rows, seed (initial weights, shuffling, dropout) and training settings (its
-    forecaster's ``train_settings()``: epochs, early stopping, learning rate, dropout rates, L1/L2
-    penalties); its saved model is the single Keras model with its slice of the group weights. The group
-    trains through the fewest slots its folds' configurations allow. ``cache`` is a speed-up only
-    (compiled group trainers reused across calls in one process).
+    (:func:`models.grouped.fit_group`: each fold keeps its own rows, seed and ``train_settings()``); returns
+    each fold's output (:func:`finish`), its saved model the single Keras model with its slice of the group
+    weights. ``cache`` is a speed-up only (compiled group trainers reused across calls in one process).
     """
     from models.grouped import Member as GroupMember
     from models.grouped import fit_group
@@ -219,9 +210,8 @@ def finish(prep: PreparedFold, log_csv: bytes | None) -> FoldOutput:
     history = pd.DataFrame(model.history_, columns=["epoch", "loss", "val_loss"])
     with tempfile.TemporaryDirectory(prefix=".fold-") as tmp:
         model.save(Path(tmp) / "model")
-        for path in sorted((Path(tmp) / "model").rglob("*")):
-            if path.is_file():
-                files[path.relative_to(tmp).as_posix()] = path.read_bytes()
+        files.update({path.relative_to(tmp).as_posix(): path.read_bytes()
+                      for path in sorted((Path(tmp) / "model").rglob("*")) if path.is_file()})
     files["history.csv"] = history.to_csv(index=False).encode()
     files["forecasts.csv"] = (forecasts if task.pooled else forecasts.drop(columns="symbol")).to_csv(index=False).encode()
     if task.pooled:
@@ -244,20 +234,15 @@ def _member_rows(p: PreparedMember) -> dict[str, Any]:
             "test": span(f.test_start, f.test_stop), "fit_rows": f.train_stop - f.train_start}
 
 
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """BLAS (numpy/scikit-learn) on one thread while a unit computes, in every executor: the same fold gives
-    the same floats whether it runs in this process, a worker process or a Ray worker."""
+def run_unit(unit: Unit, bars: dict[str, pd.DataFrame], cache: dict | None = None) -> list[FoldOutput]:
+    """Compute every fold of ``unit``; one output per task, in the unit's order. A ``group`` unit trains its
+    folds as one computation (:func:`train_group`), a ``chain`` unit one by one in order, each warm-started
+    fold from the weights of the fold before it (held in memory; the first from ``Unit.warm_weights``).
+    BLAS (numpy/scikit-learn) runs on one thread, so a fold gives the same floats in every executor."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1):
-        yield
-
-
-def run_unit(unit: Unit, bars: dict[str, pd.DataFrame], cache: dict | None = None) -> list[FoldOutput]:
-    """Compute every fold of ``unit`` (see the module docstring); one output per task, in the unit's order."""
     cache = {} if cache is None else cache
-    with single_threaded():
+    with threadpool_limits(limits=1):
         if unit.kind == "group":
             return train_group([prepare(t, bars) for t in unit.tasks], cache)
         outs, weights = [], unit.warm_weights
@@ -269,5 +254,30 @@ def run_unit(unit: Unit, bars: dict[str, pd.DataFrame], cache: dict | None = Non
         return outs
 
 
-__all__ = ["FoldOutput", "PreparedFold", "PreparedMember", "finish", "fold_seed", "prepare", "run_unit",
-           "single_threaded", "train_alone", "train_group", "with_symbol_channels"]
+def ensure_tensorflow() -> None:
+    """TensorFlow imported quietly, with one intra-op and one inter-op thread (set before its runtime starts;
+    a process whose TensorFlow runtime already started -- a notebook that trained before -- keeps its own)."""
+    import_tensorflow()
+    try:
+        import tensorflow as tf
+    except ImportError:  # another Keras backend (JAX, PyTorch)
+        return
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+#: Compiled trainers of a worker process, kept across the units it is given (a speed-up only: each trainer is
+#: reset to its members' initial weights and zeroed optimizer slots before use, so results do not depend on it).
+WORKER_CACHE: dict = {}
+
+
+def worker_unit(unit: Unit, bars: dict[str, pd.DataFrame], cache: dict = WORKER_CACHE) -> list[FoldOutput]:
+    """One unit computed in a worker (TensorFlow is set up on the first network unit)."""
+    if needs_tensorflow(unit.tasks):
+        ensure_tensorflow()
+    return run_unit(unit, bars, cache)
+
+
+__all__ = ["WORKER_CACHE", "FoldOutput", "PreparedFold", "PreparedMember", "ensure_tensorflow", "finish", "fold_seed",
+           "prepare", "run_unit", "train_alone", "train_group", "with_symbol_channels", "worker_unit"]

@@ -1,6 +1,5 @@
-"""The fold plan of a run: every symbol's folds over one test span, and the fold tasks (docs/design.md).
-
-A run is a universe of one: a single-symbol config is planned exactly like a universe of one symbol.
+"""The fold plan of a run: every symbol's folds over one test span, and the fold tasks (docs/design.md,
+"Fold plan"). A single-symbol config is planned exactly like a universe of one symbol.
 
 Alignment: bars are labelled by open time; decision row ``t`` sees bars ``<= t`` and forecasts
 ``r[t+1..t+K]``. A fold that tests rows ``[T, T+step)`` trains only on rows ``t <= T - 1 - K`` (a gap of
@@ -8,19 +7,15 @@ Alignment: bars are labelled by open time; decision row ``t`` sees bars ``<= t``
 stopping are the chronological tail of those, again with a gap of ``K`` rows after the rows the model is
 fit on. ``window = "expanding"`` trains on every earlier row; ``"rolling"`` on the last ``train_length``.
 
-**One test span** (:func:`test_span`): every symbol's forecasts, the strategies and the benchmarks cover
-the same test bars. The span starts at the first bar at which any symbol has ``initial_train`` bars and
-ends at the last bar whose next close is known; a symbol enters when it has ``initial_train`` bars of its
-own and stays to the end of the span (nothing is back-filled). Every symbol must end on the same bar (a
-symbol whose bars end early is refused before any training). ``max_folds`` cuts the span for all symbols
-at once: after ``max_folds`` blocks of ``step`` bars of the common calendar (the union of the symbols'
-bar times), counted from the span's first bar.
+**One test span** (:func:`test_span`): it starts at the first bar at which any symbol has ``initial_train``
+bars and ends at the last bar whose next close is known; a symbol enters when it has ``initial_train`` bars
+of its own and stays to the end (nothing is back-filled). ``max_folds`` cuts the span for all symbols at
+once: after ``max_folds`` blocks of ``step`` bars of the common calendar (the union of the bar times).
 
 Per-symbol models (``features.pooled = false``, and every single-symbol run): each symbol gets its own
 walk-forward over its own bars (:func:`plan_folds`), its test rows cut at the span's end. Pooled models:
-one model per block of the common calendar, trained on every symbol that has ``initial_train`` bars
-before the block (:func:`pooled_blocks`), each symbol's rows computed by :func:`plan_folds` itself, so
-the two modes share one definition of a fold.
+one model per block of the common calendar (:func:`pooled_blocks`), each symbol's rows computed by
+:func:`plan_folds` itself, so the two modes share one definition of a fold.
 """
 from __future__ import annotations
 
@@ -131,12 +126,11 @@ def test_span(bars: dict[str, pd.DataFrame], wf: WalkForwardConfig, horizon: int
     """The one test span of a run (see the module docstring); refuses symbols that end on different bars."""
     ends = {s: b.index[-1] for s, b in bars.items()}
     last = max(ends.values())
-    early = [s for s, e in ends.items() if e < last]
-    if early:
-        s = early[0]
-        raise DataError(f"{s}: bars end at {ends[s].isoformat()}, before the other symbols' ({last.isoformat()}); "
-                        f"a universe's symbols end on the same bar: fix the data or set data.end to at most "
-                        f"{ends[s].isoformat()}")
+    early = next((s for s, e in ends.items() if e < last), None)
+    if early is not None:
+        raise DataError(f"{early}: bars end at {ends[early].isoformat()}, before the other symbols' "
+                        f"({last.isoformat()}); a universe's symbols end on the same bar: fix the data or set "
+                        f"data.end to at most {ends[early].isoformat()}")
     calendar = pd.DatetimeIndex(sorted(set().union(*[set(b.index) for b in bars.values()])))
     entries = [b.index[wf.initial_train] for b in bars.values() if wf.initial_train <= len(b) - 1 - horizon]
     longest = max(bars.values(), key=len)
@@ -163,13 +157,9 @@ class Member:
 
 @dataclass
 class FoldTask:
-    """One training of one model for one fold: picklable and small (no bars: executors pass the bars of
-    the run once, and :func:`backtest.folds.compute.prepare` gives each member only its bars
-    ``[0, test_stop)``, so the task cannot read a bar after its test block).
-
-    ``members``: the symbols it trains on -- one for a per-symbol fold, every symbol with enough history
-    for a pooled fold. ``folder``: the fold folder, relative to the run directory. ``pooled``: the folder
-    holds one model of several symbols (``transforms/<SYMBOL>.pkl``, ``members.json``).
+    """One training of one model for one fold: picklable and small (no bars: each member gets only its bars
+    ``[0, test_stop)`` from :func:`backtest.folds.compute.prepare`). ``members``: the symbols it trains on
+    (one, or every symbol with enough history for a pooled fold); ``folder``: relative to the run directory.
     """
 
     model_name: str
@@ -180,7 +170,7 @@ class FoldTask:
     members: tuple[Member, ...]
     folder: str
     n_folds: int = 1
-    pooled: bool = False
+    pooled: bool = False  # one model of several symbols (transforms/<SYMBOL>.pkl, members.json)
     universe: tuple[str, ...] = ()  # every symbol of the run (the one-hot channel order)
     warm_from: str | None = None  # the previous fold's folder: this fold starts from its weights (warm start)
     warm_epochs: int | None = None
@@ -288,39 +278,33 @@ def plan_run(cfg: Config, bars: dict[str, pd.DataFrame], universe: bool | None =
     pooled = bool(fc.pooled) and universe
     from backtest.folds.units import group_cap
 
-    tasks: list[FoldTask] = []
-
-    def add(name: str, mcfg: ModelConfig, seed: int, k: int, n: int, members: tuple[Member, ...], base: str,
-            slots: int) -> None:
-        warm = wf.warm_start and k > 0 and mcfg.type not in BASELINES
-        tasks.append(FoldTask(
-            model_name=name, model_cfg=mcfg, features=fc, k=k, seed=seed, members=members,
-            folder=f"{base}{name}/{k}/seed-{seed}", n_folds=n, pooled=pooled, universe=tuple(symbols),
-            warm_from=f"{base}{name}/{k - 1}/seed-{seed}" if warm else None, warm_epochs=(wf.warm_start_epochs or max(1, mcfg.epochs // 3)) if warm else None,
-            deterministic=cfg.run.deterministic, grouped=wf.grouped, group_slots=slots))
-
     slots = {name: group_cap(mcfg, fc, wf, n_inputs=len(fc.inputs) + (len(symbols) if pooled and fc.symbol_input == "onehot" else 0))
              for name, mcfg in cfg.models.items()}
     if pooled:
         blocks = pooled_blocks(bars, rows, span, wf, fc.horizon)
         folds = {s: [specs[s] for _, specs in blocks if s in specs] for s in symbols}
+        planned = [("folds/", [(k, len(blocks), tuple(Member(s, f) for s, f in specs.items())) for k, specs in blocks])]
+    else:
+        folds, planned = {}, []
+        for sym, b in bars.items():
+            stop_row = int(b.index.searchsorted(span.stop))
+            folds[sym] = _for_symbol(sym if universe else None,
+                                     lambda: plan_folds(len(b), rows[sym], wf, fc.horizon, stop_row=stop_row))
+            planned.append((f"folds/{symbol_safe(sym)}/" if universe else "folds/",
+                            [(f.k, len(folds[sym]), (Member(sym, f),)) for f in folds[sym]]))
+    tasks: list[FoldTask] = []  # by folder base (pooled: one), model, seed, fold
+    for base, fold_members in planned:
         for name, mcfg in cfg.models.items():
             for seed in cfg.run.seeds:
-                for k, specs in blocks:
-                    add(name, mcfg, seed, k, len(blocks), tuple(Member(s, f) for s, f in specs.items()), "folds/",
-                        slots[name])
-        return RunPlan(symbols, span, folds, tasks, pooled=True)
-    folds = {}
-    for sym, b in bars.items():
-        stop_row = int(b.index.searchsorted(span.stop))
-        folds[sym] = _for_symbol(sym if universe else None,
-                                 lambda: plan_folds(len(b), rows[sym], wf, fc.horizon, stop_row=stop_row))
-        base = f"folds/{symbol_safe(sym)}/" if universe else "folds/"
-        for name, mcfg in cfg.models.items():
-            for seed in cfg.run.seeds:
-                for f in folds[sym]:
-                    add(name, mcfg, seed, f.k, len(folds[sym]), (Member(sym, f),), base, slots[name])
-    return RunPlan(symbols, span, folds, tasks)
+                for k, n, members in fold_members:
+                    warm = wf.warm_start and k > 0 and mcfg.type not in BASELINES
+                    tasks.append(FoldTask(
+                        model_name=name, model_cfg=mcfg, features=fc, k=k, seed=seed, members=members,
+                        folder=f"{base}{name}/{k}/seed-{seed}", n_folds=n, pooled=pooled, universe=tuple(symbols),
+                        warm_from=f"{base}{name}/{k - 1}/seed-{seed}" if warm else None,
+                        warm_epochs=(wf.warm_start_epochs or max(1, mcfg.epochs // 3)) if warm else None,
+                        deterministic=cfg.run.deterministic, grouped=wf.grouped, group_slots=slots[name]))
+    return RunPlan(symbols, span, folds, tasks, pooled=pooled)
 
 
 __all__ = ["BASELINES", "FoldSpec", "FoldTask", "Member", "RunPlan", "Span", "plan_folds", "plan_run",

@@ -1,12 +1,9 @@
 """Units of work as Ray tasks (``walkforward.executor = "ray"``, section ``[ray]``).
 
-What travels, and who writes: the run's bars go into Ray's object store **once** (``ray.put``); a task is
-one unit (:mod:`backtest.folds.units`: a grouped unit, or a chain) computed by the same function every
-executor runs (:func:`backtest.folds.compute.run_unit`), in a Ray worker that runs TensorFlow and BLAS on
-one thread like a process-executor worker; the bars are copied out of the object store first (a
-shared-memory buffer is read-only and differently aligned). Workers return fold outputs as data and write
-nothing; the driver writes each fold atomically as its unit arrives, so a resume after any interruption
-submits only the units with missing folds.
+The run's bars go into Ray's object store **once** (``ray.put``); a task is one unit computed as every
+executor computes it (:func:`backtest.folds.compute.worker_unit`), on bars copied out of the object store
+first (a shared-memory buffer is read-only and differently aligned). Workers return fold outputs as data
+and write nothing; the driver writes each fold as its unit arrives (:mod:`backtest.folds.execute`).
 
 Faults: a worker process that dies mid-task is re-run by Ray (``ray.max_retries``); a unit is a pure
 function of its inputs, so the retry gives the same forecasts. Ctrl-C on the driver cancels every
@@ -64,10 +61,7 @@ def check_reachable(address: str, timeout_s: float) -> None:
             s.settimeout(left)
             try:
                 s.connect(addr)
-            except socket.timeout:
-                why = "timed out"
-                continue
-            except OSError as exc:
+            except OSError as exc:  # socket.timeout is TimeoutError("timed out")
                 why = exc.strerror or str(exc)
                 continue
             try:
@@ -80,22 +74,20 @@ def check_reachable(address: str, timeout_s: float) -> None:
                 answered = True
                 break
             why = "it accepts connections but does not answer as a Ray cluster"
-    if not answered:
-        raise ConfigError(f"ray.address = {address!r}: cluster unreachable ({why} within "
-                          f"ray.connect_timeout_s = {timeout_s:g} s)")
-    if address.startswith("ray://"):
+    if answered and address.startswith("ray://"):
         return  # a Ray Client server: the gRPC handshake is what can be checked without its protocol
-    import grpc
+    if answered:
+        import grpc
 
-    try:  # a Ray head's GCS answers GetClusterId; another HTTP/2 server (a proxy) does not
-        with grpc.insecure_channel(hostport) as channel:
-            channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")(
-                b"", timeout=max(0.001, deadline - time.monotonic()))
-        return
-    except grpc.RpcError as exc:
-        code = exc.code() if hasattr(exc, "code") else None
-        why = ("timed out" if code == grpc.StatusCode.DEADLINE_EXCEEDED
-               else "it answers, but not as a Ray cluster's head (GCS)")
+        try:  # a Ray head's GCS answers GetClusterId; another HTTP/2 server (a proxy) does not
+            with grpc.insecure_channel(hostport) as channel:
+                channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")(
+                    b"", timeout=max(0.001, deadline - time.monotonic()))
+            return
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            why = ("timed out" if code == grpc.StatusCode.DEADLINE_EXCEEDED
+                   else "it answers, but not as a Ray cluster's head (GCS)")
     raise ConfigError(f"ray.address = {address!r}: cluster unreachable ({why} within "
                       f"ray.connect_timeout_s = {timeout_s:g} s)")
 
@@ -152,9 +144,22 @@ def connect(rc: RayConfig) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def connected(rc: RayConfig) -> Iterator[None]:
+    """Ray connected (or started) for the block (:func:`connect`), and shut down after if this call started it."""
+    started = connect(rc)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
 def _remote_unit(unit: Unit, bars: dict[str, pd.DataFrame]) -> list[Any]:
     """Worker side: one unit, computed as every executor computes it (one TensorFlow and BLAS thread)."""
-    from backtest.folds.worker import worker_unit
+    from backtest.folds.compute import worker_unit
 
     own = {s: b.copy() for s, b in bars.items()}  # out of the read-only, differently aligned object-store buffer
     return worker_unit(unit, own)
@@ -168,8 +173,7 @@ def run_on_ray(units: list[Unit], bars: dict[str, pd.DataFrame], rc: RayConfig,
         return
     import ray
 
-    started = connect(rc)
-    try:
+    with connected(rc):
         remote = ray.remote(_remote_unit)
         bars_ref = ray.put(bars)
         pending: dict[Any, Unit] = {}
@@ -187,9 +191,6 @@ def run_on_ray(units: list[Unit], bars: dict[str, pd.DataFrame], rc: RayConfig,
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
-    finally:
-        if started:
-            ray.shutdown()
 
 
-__all__ = ["check_reachable", "connect", "run_on_ray"]
+__all__ = ["check_reachable", "connect", "connected", "run_on_ray"]
