@@ -38,14 +38,15 @@ def write_evaluation(run_dir: Path, ev: Evaluation) -> None:
     write_text(run_dir / "trades.csv", ev.trades.to_csv(index=False))
 
 
-def run_all(cfg: Config, out: str | Path = "runs", *, progress: bool = False, data: Any = None) -> RunResult:
+def run_all(cfg: Config, out: str | Path = "runs", *, progress: bool = False, data: Any = None,
+            trained: Any = None) -> RunResult:
     """Run or resume the forecasts, simulate every model x strategy, write metrics and the HTML report.
 
     ``data``: already loaded bars (:class:`backtest.data.universe.UniverseData`, e.g. a sweep's grid points
-    share one load); ``None`` loads them from ``cfg.data``."""
+    share one load); ``None`` loads them from ``cfg.data``. ``trained``: see :func:`backtest.run.run_forecasts`."""
     from reports.html import write_report
 
-    fr = run_forecasts(cfg, out, progress=progress, data=data)
+    fr = run_forecasts(cfg, out, progress=progress, data=data, trained=trained)
     data = fr.data
     ev = evaluate(cfg, fr.predictions, data.bars, data.timeframe, synthetic=data.synthetic)
     write_evaluation(fr.run_dir, ev)

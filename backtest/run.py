@@ -98,9 +98,21 @@ def run_data(cfg: Config, data: LoadedData | UniverseData | None = None, *, prog
     return data
 
 
+@dataclass
+class Trained:
+    """What a caller already did to a run directory in this invocation (a sweep trains every grid point in
+    one execute call first): whether the directory was resumed, and its folds' results (seconds trained)."""
+
+    resumed: bool
+    results: list[FoldResult]
+
+
 def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = False,
-                  data: LoadedData | UniverseData | None = None) -> ForecastRun:
-    """Run (or resume) the walk-forward forecasts of ``cfg`` into ``out/<run.name>`` (see the module docstring)."""
+                  data: LoadedData | UniverseData | None = None, trained: Trained | None = None) -> ForecastRun:
+    """Run (or resume) the walk-forward forecasts of ``cfg`` into ``out/<run.name>`` (see the module docstring).
+
+    ``trained``: the folds were computed into the store by the caller in this invocation; ``meta.json``
+    records its ``resumed`` and fold seconds instead of this call's read-back."""
     started = pd.Timestamp.now(tz="UTC")
     data = run_data(cfg, data, progress=progress)
     plan = plan_run(cfg, data.bars)  # every symbol checked against the config: nothing written before
@@ -116,7 +128,10 @@ def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = Fal
                           ignore_index=True)  # timestamp, symbol, fold, y_pred_h1..hK, model, seed
     preds = assemble_predictions(forecasts, data.bars, cfg.features.horizon, len(data.symbols) > 1)
     write_text(run_dir / "predictions.csv", preds.to_csv(index=False, float_format="%.10g"))
-    write_json(run_dir / "meta.json", run_meta(cfg, data, plan, results, started, resumed))
+    if trained is not None:
+        resumed = trained.resumed
+    write_json(run_dir / "meta.json", run_meta(cfg, data, plan, trained.results if trained else results, started,
+                                               resumed))
     return ForecastRun(run_dir, data, preds, _history(results), resumed, plan)
 
 

@@ -136,9 +136,11 @@ def sweep_tasks(cfgs: list[Config], plans: dict[str, Any]) -> dict[str, list[Any
 
 
 def forecast_grid(cfgs: list[Config], out: Path, data: dict[str, Any], plans: dict[str, Any], *,
-                  progress: bool = False) -> int:
+                  progress: bool = False) -> tuple[int, dict[str, Any]]:
     """Train every fold of every grid point: one :func:`execute` call per distinct data set, into one fold store
-    under ``out`` (task folders prefixed with the grid point's run name). Returns the trainings planned.
+    under ``out`` (task folders prefixed with the grid point's run name). Returns the trainings planned and,
+    per run name, what this call did to its directory (:class:`~backtest.run.Trained`: whether it was resumed,
+    its folds' results), for its ``meta.json``.
 
     ``data``: data key -> :class:`~backtest.data.universe.UniverseData`; ``plans``: run name -> its RunPlan."""
     from backtest.atomic import write_text
@@ -146,10 +148,13 @@ def forecast_grid(cfgs: list[Config], out: Path, data: dict[str, Any], plans: di
     from backtest.folds.store import FoldStore
     from backtest.rundir import check_or_claim, forecast_fingerprint
 
+    from backtest.run import Trained
+
     wf, first = cfgs[0].walkforward, cfgs[0]
+    done: dict[str, Trained] = {}
     for c in cfgs:
         run_dir = out / c.run.name
-        check_or_claim(run_dir, forecast_fingerprint(c, data[_data_key(c)].sha256))
+        done[c.run.name] = Trained(check_or_claim(run_dir, forecast_fingerprint(c, data[_data_key(c)].sha256)), [])
         write_text(run_dir / "config.toml", c.to_toml())
     by_data = sweep_tasks(cfgs, plans)
     total = sum(len(v) for v in by_data.values())
@@ -157,13 +162,15 @@ def forecast_grid(cfgs: list[Config], out: Path, data: dict[str, Any], plans: di
     store = FoldStore(out)
     try:
         for key, tasks in by_data.items():
-            execute(tasks, data[key].bars, store, wf.executor, wf.workers, first.ray, on_result=bar)
+            results = execute(tasks, data[key].bars, store, wf.executor, wf.workers, first.ray, on_result=bar)
+            for t, r in zip(tasks, results, strict=True):
+                done[t.folder.split("/", 1)[0]].results.append(r)
     finally:
         if hasattr(bar, "close"):
             bar.close()
     from models import BASELINE_TYPES
 
-    return sum(t.model_cfg.type not in BASELINE_TYPES for v in by_data.values() for t in v)
+    return sum(t.model_cfg.type not in BASELINE_TYPES for v in by_data.values() for t in v), done
 
 
 def _bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
@@ -181,12 +188,13 @@ def _bar(total: int, enabled: bool):  # type: ignore[no-untyped-def]
     return update
 
 
-def evaluate_point(cfg: Config, out: Path, data: Any) -> Path:
+def evaluate_point(cfg: Config, out: Path, data: Any, trained: Any = None) -> Path:
     """Finish one grid point's run directory with the normal pipeline (its folds are in the store, so
-    :func:`backtest.pipeline.run_all` reads them back: ``predictions.csv``, ``metrics.json``, report)."""
+    :func:`backtest.pipeline.run_all` reads them back: ``predictions.csv``, ``metrics.json``, report);
+    ``trained``: what :func:`forecast_grid` did to it (its ``meta.json`` says so, not "resumed")."""
     from backtest.pipeline import run_all
 
-    return run_all(cfg, out, data=data).run_dir
+    return run_all(cfg, out, data=data, trained=trained).run_dir
 
 
 def run_sweep(config: str | Path, grid: list[str], *, seeds: int | None, out: Path, overrides: list[str],
@@ -214,8 +222,8 @@ def run_sweep(config: str | Path, grid: list[str], *, seeds: int | None, out: Pa
     plans = {c.run.name: plan_run(c, data[_data_key(c)].bars) for c in cfgs}  # every point checked first
     first = cfgs[0]
     with session(first.walkforward.executor, first.ray):
-        trainings = forecast_grid(cfgs, out, data, plans, progress=progress)
-        run_dirs = [evaluate_point(c, out, data[_data_key(c)]) for c in cfgs]
+        trainings, done = forecast_grid(cfgs, out, data, plans, progress=progress)
+        run_dirs = [evaluate_point(c, out, data[_data_key(c)], done[c.run.name]) for c in cfgs]
     from reports.compare import compare_runs
 
     path = compare_runs(run_dirs, out / "compare")

@@ -71,6 +71,8 @@ def test_every_training_goes_to_one_execute_call(sweep: Path) -> None:
         meta = json.loads((sweep / "sw" / g.run_dir / "meta.json").read_text())
         assert meta["folds"] == 7 and meta["seeds"] == [0, 1]
         assert (sweep / "sw" / g.run_dir / "report.html").is_file()  # a normal run directory
+        # trained by this sweep, not resumed: its meta.json says so and has every fold's seconds
+        assert meta["resumed"] is False and len(meta["fold_seconds"]) == 2 * 2 * 7
 
 
 def test_sweep_metrics_schema_and_selection_record(sweep: Path) -> None:
