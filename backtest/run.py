@@ -101,7 +101,7 @@ def run_data(cfg: Config, data: LoadedData | UniverseData | None = None, *, prog
 @dataclass
 class Trained:
     """What a caller already did to a run directory in this invocation (a sweep trains every grid point in
-    one execute call first): whether the directory was resumed, and its folds' results (seconds trained)."""
+    one execute call first): whether the directory was resumed, and its folds' results in plan order."""
 
     resumed: bool
     results: list[FoldResult]
@@ -111,27 +111,29 @@ def run_forecasts(cfg: Config, out: str | Path = "runs", *, progress: bool = Fal
                   data: LoadedData | UniverseData | None = None, trained: Trained | None = None) -> ForecastRun:
     """Run (or resume) the walk-forward forecasts of ``cfg`` into ``out/<run.name>`` (see the module docstring).
 
-    ``trained``: the folds were computed into the store by the caller in this invocation; ``meta.json``
-    records its ``resumed`` and fold seconds instead of this call's read-back."""
+    ``trained``: the caller computed every fold of ``cfg`` into this run directory's store in this invocation
+    (a sweep, :func:`backtest.sweep.forecast_grid`): its results are used as they are (nothing is read back
+    or executed) and ``meta.json`` records its ``resumed`` and fold seconds."""
     started = pd.Timestamp.now(tz="UTC")
     data = run_data(cfg, data, progress=progress)
     plan = plan_run(cfg, data.bars)  # every symbol checked against the config: nothing written before
     run_dir = Path(out) / cfg.run.name
     wf = cfg.walkforward
-    with session(wf.executor, cfg.ray):
-        resumed = check_or_claim(run_dir, forecast_fingerprint(cfg, data.sha256))
-        write_text(run_dir / "config.toml", cfg.to_toml())
-        bar, update = _progress(len(plan.tasks), plan.n_folds, progress)
-        results = execute(plan.tasks, data.bars, FoldStore(run_dir), wf.executor, wf.workers, cfg.ray, on_result=update)
-        bar.close()
+    if trained is not None:  # the caller computed every fold into the store in this invocation
+        resumed, results = trained.resumed, trained.results
+    else:
+        with session(wf.executor, cfg.ray):
+            resumed = check_or_claim(run_dir, forecast_fingerprint(cfg, data.sha256))
+            write_text(run_dir / "config.toml", cfg.to_toml())
+            bar, update = _progress(len(plan.tasks), plan.n_folds, progress)
+            results = execute(plan.tasks, data.bars, FoldStore(run_dir), wf.executor, wf.workers, cfg.ray,
+                              on_result=update)
+            bar.close()
     forecasts = pd.concat([r.forecasts.assign(model=r.task_key[0], seed=r.task_key[1]) for r in results],
                           ignore_index=True)  # timestamp, symbol, fold, y_pred_h1..hK, model, seed
     preds = assemble_predictions(forecasts, data.bars, cfg.features.horizon, len(data.symbols) > 1)
     write_text(run_dir / "predictions.csv", preds.to_csv(index=False, float_format="%.10g"))
-    if trained is not None:
-        resumed = trained.resumed
-    write_json(run_dir / "meta.json", run_meta(cfg, data, plan, trained.results if trained else results, started,
-                                               resumed))
+    write_json(run_dir / "meta.json", run_meta(cfg, data, plan, results, started, resumed))
     return ForecastRun(run_dir, data, preds, _history(results), resumed, plan)
 
 

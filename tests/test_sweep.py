@@ -63,9 +63,9 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_training_goes_to_one_execute_call(sweep: Path) -> None:
     calls = json.loads((sweep / "calls.json").read_text())
-    # the first call trains the whole grid (3 points x 2 seeds x (linear + persistence) x 7 folds); each grid
-    # point's evaluation then reads its folds back through execute with nothing left to train
-    assert calls[0] == 3 * 2 * 2 * 7
+    # one call trains the whole grid (3 points x 2 seeds x (linear + persistence) x 7 folds); each grid
+    # point's evaluation uses those results (no second execute call, nothing read back)
+    assert calls == [3 * 2 * 2 * 7]
     m = SweepMetrics.read(sweep / "sw" / "sweep" / "metrics.json")
     for g in m.grid:
         meta = json.loads((sweep / "sw" / g.run_dir / "meta.json").read_text())
