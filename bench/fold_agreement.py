@@ -12,6 +12,9 @@ mean (log-return units) and MSE / persistence MSE on the test block (r[t+1], dec
 
     python bench/fold_agreement.py [--fold 12] [--seeds 5] [--bias-l1 0.0] [--keras-init]
 
+``--check-shuffle``: the row order Keras' ``fit(shuffle=True)`` visits each epoch, with and without
+``keras.utils.set_random_seed`` (Keras 3.15 / TensorFlow 2.21 here: the same order every epoch with it).
+
 ``--keras-init``: the engine's members start from the plain arm's initial weights (the weights Keras gives a
 fresh model after ``keras.utils.set_random_seed(seed)``), so only the batch orders' draws differ: which of
 the two draws a difference between the arms comes from.
@@ -27,7 +30,33 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _orders(seeded: bool) -> None:
+    """Print the rows a 12-row ``fit(shuffle=True, batch_size=4)`` visits in each of 3 epochs (recorded by an
+    identity layer, eagerly)."""
+    import keras
+    import numpy as np
+
+    seen: list[list[int]] = []
+
+    class Record(keras.layers.Layer):
+        def call(self, x):  # type: ignore[no-untyped-def]
+            seen.append(np.asarray(x)[:, 0].astype(int).tolist())
+            return x
+
+    if seeded:
+        keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), Record(), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", run_eagerly=True)
+    X = np.arange(12, dtype="float32")[:, None]
+    model.fit(X, X, epochs=3, batch_size=4, shuffle=True, verbose=0)
+    epochs = [sum(seen[3 * e:3 * e + 3], []) for e in range(3)]
+    print(f"{'with' if seeded else 'without'} keras.utils.set_random_seed: rows per epoch {epochs}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--_orders"]:
+        _orders(sys.argv[2] == "1")
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fold", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=5)
@@ -36,10 +65,19 @@ def main() -> None:
                     help="also train N seeds from the same initial weights and the same batch orders in both "
                          "(Keras: one fit per epoch, shuffle=False, on the rows in that order; no early stopping): "
                          "the largest forecast difference is the difference of method")
+    ap.add_argument("--check-shuffle", action="store_true",
+                    help="only print the row order Keras' fit(shuffle=True) visits in each of 3 epochs, with and "
+                         "without keras.utils.set_random_seed (each in its own process)")
     ap.add_argument("--keras-init", action="store_true",
                     help="the engine's members start from the weights Keras gives a fresh model after "
                          "keras.utils.set_random_seed(seed) (the plain arm's), not from the engine's own draws")
     a = ap.parse_args()
+    if a.check_shuffle:
+        import subprocess
+
+        for seeded in (False, True):
+            subprocess.run([sys.executable, __file__, "--_orders", "1" if seeded else "0"], check=True)
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, str(HERE.parent))
     import numpy as np
