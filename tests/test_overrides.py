@@ -104,7 +104,7 @@ def test_sweep_over_a_quoted_model_key_names_its_runs_safely(tmp_path: Path, mon
 
     ran = []
 
-    def fake_run_all(cfg, out, progress=False, data=None):  # type: ignore[no-untyped-def]
+    def fake_run_all(cfg, out, progress=False, data=None, trained=None):  # type: ignore[no-untyped-def]
         ran.append(cfg)
         return types.SimpleNamespace(run_dir=out / cfg.run.name)
 
